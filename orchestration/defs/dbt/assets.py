@@ -1,0 +1,89 @@
+"""The dbt warehouse as assets: one per model, dbt tests as asset checks.
+
+The dbt project is read from its manifest (``dbt/target/manifest.json``), which
+``make setup`` prepares with ``dbt parse``; nothing runs dbt at import. The lake
+sources map onto the lake dataset assets, so the graph reads
+lake dataset → staging → marts. Builds take the warehouse's writer lock and the
+``duckdb_warehouse`` pool (limit 1 in dagster.yaml): one writer at a time.
+"""
+
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.lib.keys import lake_key
+from orchestration.lib.settings import RiverbedResource
+from riverbed.warehouse import writer_lock
+
+DBT_DIR = Path(__file__).resolve().parents[3] / "dbt"
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+
+@cache
+def dbt_project() -> DbtProject:
+    project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
+    if not project.manifest_path.exists():
+        raise FileNotFoundError(
+            f"{project.manifest_path} is missing: run `make setup` (it runs `dbt parse`)"
+        )
+    return project
+
+
+class RiverbedDbtTranslator(DagsterDbtTranslator):
+    """Lake sources are the lake dataset assets; models live under ``warehouse/``."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return lake_key(dbt_resource_props["source_name"], dbt_resource_props["name"])
+        return dg.AssetKey(["warehouse", dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "warehouse"
+
+
+@dbt_assets(
+    manifest=dbt_project().manifest_path,
+    project=dbt_project(),
+    dagster_dbt_translator=RiverbedDbtTranslator(),
+    pool=WAREHOUSE_POOL,
+)
+def warehouse_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, riverbed: RiverbedResource
+) -> Iterator[Any]:
+    settings = riverbed.settings()
+    # dbt's profile finds the DuckDB file and the lake from RIVERBED_HOME.
+    os.environ["RIVERBED_HOME"] = str(settings.home)
+    with writer_lock(settings):
+        yield from dbt.cli(["build"], context=context).stream()
+
+
+build_warehouse = dg.define_asset_job(
+    "build_warehouse",
+    selection=dg.AssetSelection.assets(warehouse_models),
+    description="dbt build of every warehouse model and test.",
+)
+
+every_five_minutes = dg.ScheduleDefinition(
+    name="warehouse_every_5_minutes",
+    job=build_warehouse,
+    cron_schedule="*/5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+defs = dg.Definitions(
+    assets=[warehouse_models],
+    jobs=[build_warehouse],
+    schedules=[every_five_minutes],
+    resources={
+        # The venv's own dbt, whether or not the venv is activated.
+        "dbt": DbtCliResource(
+            project_dir=dbt_project(), dbt_executable=str(Path(sys.executable).parent / "dbt")
+        )
+    },
+)

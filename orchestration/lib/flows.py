@@ -1,0 +1,98 @@
+"""Which flows exist, what they read and write, and how Dagster deploys them.
+
+A flow is deployed as ``riverbed flow run <domain>`` in a process of its own
+(see ``riverbed.processes``), so it outlives the Dagster run that started it.
+Its version is a hash of the code it runs and the settings it reads: when
+either changes, deploying it again restarts it; otherwise deploying is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from riverbed import processes
+from riverbed.settings import Settings
+from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+# Only code under these folders changes what a flow does.
+_CODE_DIRS = ("flows", "riverbed")
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    domain: str
+    source_topic: str
+    output_topics: tuple[str, ...]
+    datasets: tuple[str, ...]
+
+
+FLOWS: dict[str, FlowSpec] = {
+    "payments": FlowSpec(
+        domain="payments",
+        source_topic=PAYMENTS_TRANSACTIONS,
+        output_topics=(PAYMENTS_ALERTS, PAYMENTS_DLQ),
+        datasets=("transactions", "alerts", "merchant_minute"),
+    ),
+}
+
+
+def deployment_dir(settings: Settings, domain: str) -> Path:
+    return settings.flows_dir / domain
+
+
+def flow_version(settings: Settings) -> str:
+    digest = hashlib.sha256()
+    for folder in _CODE_DIRS:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(path.read_bytes())
+    for key, value in sorted(settings.to_env().items()):
+        digest.update(f"{key}={value}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    deployment: processes.Deployment
+    action: str  # "started", "restarted" or "unchanged"
+
+
+def deploy(settings: Settings, domain: str) -> DeployOutcome:
+    """Start the flow, restart it if its version changed, or leave it running."""
+    directory = deployment_dir(settings, domain)
+    version = flow_version(settings)
+    current = processes.read_deployment(directory)
+    if processes.is_alive(current) and current is not None:
+        if current.version == version:
+            return DeployOutcome(current, "unchanged")
+        processes.stop(current)
+        action = "restarted"
+    else:
+        action = "started"
+    (directory / "STOPPED").unlink(missing_ok=True)
+    deployment = processes.start(
+        f"{domain}-flow",
+        [sys.executable, "-m", "riverbed.cli", "flow", "run", domain],
+        directory,
+        env={**os.environ, **settings.to_env()},
+        version=version,
+        cwd=REPO,
+    )
+    return DeployOutcome(deployment, action)
+
+
+def stop(settings: Settings, domain: str) -> bool:
+    """Stop the flow cleanly and mark it stopped on purpose, so liveness leaves it down."""
+    directory = deployment_dir(settings, domain)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "STOPPED").touch()
+    return processes.stop_if_alive(processes.read_deployment(directory))
+
+
+def stopped_on_purpose(settings: Settings, domain: str) -> bool:
+    return (deployment_dir(settings, domain) / "STOPPED").exists()

@@ -1,0 +1,17 @@
+"""Asset keys shared between the technology folders, so the graph connects."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def topic_key(topic: str) -> dg.AssetKey:
+    return dg.AssetKey(["kafka", topic.replace(".", "_")])
+
+
+def flow_key(domain: str) -> dg.AssetKey:
+    return dg.AssetKey(["flows", domain])
+
+
+def lake_key(domain: str, dataset: str) -> dg.AssetKey:
+    return dg.AssetKey(["lake", domain, dataset])

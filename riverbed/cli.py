@@ -1,0 +1,140 @@
+"""The ``riverbed`` command: run each part of the platform on its own.
+
+    riverbed kafka start|stop|status
+    riverbed topics apply|describe
+    riverbed produce payments [--rate N] [--count N | --duration S] [--seed S]
+    riverbed flow run payments [--processes N] [--no-recovery]
+
+Settings come from ``RIVERBED_*`` environment variables (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from riverbed.logs import configure_logging
+from riverbed.settings import Settings, SettingsError, load_settings
+
+# Domains a producer or flow exists for; the modules are imported on demand
+# because riverbed/ must not depend on producers/ or flows/ at import time.
+PRODUCERS = {"payments": "producers.payments:produce_payments"}
+FLOWS = {"payments": "flows.payments:run_flow"}
+
+
+def _load(target: str) -> Callable[..., object]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
+    from riverbed.broker import BrokerError, LocalBroker
+
+    logging.getLogger("riverbed.broker").setLevel(logging.INFO)
+    broker = LocalBroker(settings)
+    try:
+        status = {"start": broker.start, "stop": broker.stop, "status": broker.status}[
+            args.action
+        ]()
+    except BrokerError as exc:
+        print(f"riverbed kafka {args.action}: {exc}", file=sys.stderr)
+        return 1
+    print(status.message)
+    return 0 if status.running or args.action == "stop" or args.action == "status" else 1
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from riverbed import kafka_admin
+    from riverbed.topics import CATALOG
+
+    if args.action == "describe":
+        states = kafka_admin.describe_topics(
+            kafka_admin.admin_client(settings), [s.name for s in CATALOG]
+        )
+        for spec in CATALOG:
+            drift = kafka_admin.topic_drift(settings, spec, states.get(spec.name))
+            state = states.get(spec.name)
+            shape = (
+                f"{state.partitions} partitions, rf {state.replication_factor}" if state else "-"
+            )
+            print(f"{spec.name}: {shape}" + (f"; DRIFT: {'; '.join(drift)}" if drift else ""))
+        return 0
+    results = kafka_admin.apply_topics(settings)
+    for result in results:
+        print(result.summary())
+    failed = [r for r in results if r.error]
+    drifted = [r for r in results if r.drift]
+    if drifted:
+        print(
+            f"{len(drifted)} topic(s) drift from their declaration in riverbed/topics.py; "
+            "fix them on the cluster or change the declaration.",
+            file=sys.stderr,
+        )
+    return 1 if failed or drifted else 0
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    produce = _load(PRODUCERS[args.domain])
+    logging.getLogger("riverbed.producer").setLevel(logging.INFO)
+    summary = produce(
+        settings, rate=args.rate, count=args.count, duration=args.duration, seed=args.seed
+    )
+    return 1 if getattr(summary, "failed", 0) else 0
+
+
+def cmd_flow(settings: Settings, args: argparse.Namespace) -> int:
+    run_flow = _load(FLOWS[args.domain])
+    result = run_flow(settings, processes=args.processes, recovery=not args.no_recovery)
+    return int(result or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="riverbed", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="the local single-node Kafka broker")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.set_defaults(func=cmd_kafka)
+
+    topics = sub.add_parser("topics", help="reconcile the cluster with riverbed/topics.py")
+    topics.add_argument("action", choices=["apply", "describe"])
+    topics.set_defaults(func=cmd_topics)
+
+    produce = sub.add_parser("produce", help="publish generated events")
+    produce.add_argument("domain", choices=sorted(PRODUCERS))
+    produce.add_argument("--rate", type=float, help="events per second (0: as fast as possible)")
+    stop = produce.add_mutually_exclusive_group()
+    stop.add_argument("--count", type=int, help="stop after this many events")
+    stop.add_argument("--duration", type=float, help="stop after this many seconds")
+    produce.add_argument("--seed", type=int, help="same seed, same events")
+    produce.set_defaults(func=cmd_produce)
+
+    flow = sub.add_parser("flow", help="run a Bytewax dataflow")
+    flow_sub = flow.add_subparsers(dest="flow_action", required=True)
+    run = flow_sub.add_parser("run", help="run a flow in the foreground")
+    run.add_argument("domain", choices=sorted(FLOWS))
+    run.add_argument("--processes", type=int, default=1)
+    run.add_argument("--no-recovery", action="store_true", help="no recovery store")
+    run.set_defaults(func=cmd_flow)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        return int(args.func(settings, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

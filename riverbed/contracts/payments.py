@@ -1,0 +1,141 @@
+"""The payments contract: what a transaction and a fraud alert look like on the wire.
+
+``decode_transaction`` is on the flow's hot path, so it decodes with msgspec
+(types checked in C) and then checks the rules msgspec cannot express. Every
+rejection is an :class:`InvalidEvent` whose message names the field and the
+rule, because that message goes to the dead-letter topic as the ``error``
+header and a person reads it there.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import msgspec
+
+from riverbed.contracts.reference import COUNTRIES, CURRENCIES
+
+MAX_AMOUNT = 1_000_000
+MAX_FUTURE = timedelta(minutes=5)
+CHANNELS = ("pos", "online", "atm")
+
+# RFC 3339 with a mandatory offset (Z or ±HH:MM); msgspec's datetime would
+# accept a naive time, which the contract forbids.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_MCC = re.compile(r"^\d{4}$")
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; ``str()`` says which field and why."""
+
+
+class Transaction(msgspec.Struct, frozen=True):
+    """A card transaction, as producers publish it to ``payments.transactions``."""
+
+    transaction_id: str
+    card_id: str
+    merchant_id: str
+    mcc: str
+    amount: float
+    currency: str
+    country: str
+    lat: float
+    lon: float
+    channel: Literal["pos", "online", "atm"]
+    event_time: str
+
+
+class Alert(msgspec.Struct, frozen=True):
+    """A fraud alert, as the flow publishes it to ``payments.alerts``."""
+
+    alert_id: str
+    rule: str
+    card_id: str
+    transaction_id: str
+    event_time: str
+    detected_at: str
+    score: float
+    details: str
+
+
+_decoder = msgspec.json.Decoder(Transaction)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    return _encoder.encode(obj)
+
+
+def parse_event_time(value: str) -> datetime:
+    """An RFC 3339 time with an offset, as an aware UTC datetime."""
+    if not _RFC3339.match(value):
+        raise InvalidEvent(
+            f"event_time: {value!r} is not RFC 3339 with an offset (e.g. 2026-01-31T12:00:00Z)"
+        )
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    except ValueError as exc:
+        raise InvalidEvent(f"event_time: {value!r} is not a valid time ({exc})") from None
+    return parsed.astimezone(UTC)
+
+
+def decode_transaction(
+    raw: bytes | None, now: datetime | None = None
+) -> tuple[Transaction, datetime]:
+    """Decode and check one message value; return the transaction and its UTC event time.
+
+    ``now`` decides what "in the future" means; it defaults to the wall clock.
+    """
+    if raw is None:
+        raise InvalidEvent("value: message has no value (tombstone)")
+    try:
+        txn = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(_field_error(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"value: not valid JSON ({exc})") from None
+    event_time = check_rules(txn, now)
+    return txn, event_time
+
+
+def check_rules(txn: Transaction, now: datetime | None = None) -> datetime:
+    """Check the rules of the contract that types alone do not; return the UTC event time."""
+    for name in ("transaction_id", "card_id", "merchant_id"):
+        if not getattr(txn, name).strip():
+            raise InvalidEvent(f"{name}: must be a non-empty string")
+    if not _MCC.match(txn.mcc):
+        raise InvalidEvent(f"mcc: {txn.mcc!r} must be 4 digits")
+    amount = txn.amount
+    if not (0 < amount <= MAX_AMOUNT):
+        raise InvalidEvent(f"amount: {amount!r} must be > 0 and <= {MAX_AMOUNT:,}")
+    if abs(round(amount * 100) - amount * 100) > 1e-6:
+        raise InvalidEvent(f"amount: {amount!r} has more than 2 decimals")
+    if txn.currency not in CURRENCIES:
+        raise InvalidEvent(f"currency: {txn.currency!r} is not an ISO 4217 code")
+    if txn.country not in COUNTRIES:
+        raise InvalidEvent(f"country: {txn.country!r} is not an ISO 3166 alpha-2 code")
+    if not (-90 <= txn.lat <= 90):
+        raise InvalidEvent(f"lat: {txn.lat!r} must be within -90..90")
+    if not (-180 <= txn.lon <= 180):
+        raise InvalidEvent(f"lon: {txn.lon!r} must be within -180..180")
+    event_time = parse_event_time(txn.event_time)
+    limit = (now or datetime.now(UTC)) + MAX_FUTURE
+    if event_time > limit:
+        raise InvalidEvent(f"event_time: {txn.event_time!r} is more than 5 minutes in the future")
+    return event_time
+
+
+def _field_error(msgspec_message: str) -> str:
+    """Turn msgspec's "Expected `str`, got `int` - at `$.card_id`" into "card_id: ..."."""
+    message, sep, where = msgspec_message.rpartition(" - at `$.")
+    if sep:
+        field = where.rstrip("`").split(".")[0].split("[")[0]
+        return f"{field}: {message[0].lower()}{message[1:]}"
+    if msgspec_message.startswith("Object missing required field"):
+        field = msgspec_message.split("`")[1]
+        return f"{field}: missing required field"
+    return f"value: {msgspec_message}"

@@ -1,0 +1,249 @@
+"""Reconcile the cluster with the topic catalog, and read what is there.
+
+``apply_topics`` creates what is missing, raises partition counts and sets
+configs. What Kafka cannot change in place (fewer partitions, another
+replication factor) is reported as drift on that topic, and the other topics
+are still reconciled. Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
+
+from riverbed.settings import Settings
+from riverbed.topics import CATALOG, TopicSpec
+
+log = logging.getLogger("riverbed.topics")
+TIMEOUT_S = 30.0
+
+
+@dataclass
+class TopicState:
+    """What the cluster holds for one topic."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str]
+
+
+@dataclass
+class TopicResult:
+    """The outcome of reconciling one topic."""
+
+    name: str
+    actions: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    error: str | None = None
+    state: TopicState | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.drift
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.name}: FAILED: {self.error}"
+        parts = self.actions or ["unchanged"]
+        text = f"{self.name}: {', '.join(parts)}"
+        if self.drift:
+            text += f"; DRIFT: {'; '.join(self.drift)}"
+        return text
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_client_config())
+
+
+def describe_topics(admin: AdminClient, names: Iterable[str]) -> dict[str, TopicState]:
+    """Partitions, replication factor and non-default configs of the topics that exist."""
+    metadata = admin.list_topics(timeout=TIMEOUT_S)
+    present = [n for n in names if n in metadata.topics and not metadata.topics[n].error]
+    states: dict[str, TopicState] = {}
+    if not present:
+        return states
+    resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
+    config_futures = admin.describe_configs(resources, request_timeout=TIMEOUT_S)
+    for resource, future in config_futures.items():
+        entries = future.result()
+        name = resource.name
+        partitions = metadata.topics[name].partitions
+        replicas = {len(p.replicas) for p in partitions.values()}
+        states[name] = TopicState(
+            name=name,
+            partitions=len(partitions),
+            replication_factor=max(replicas) if replicas else 0,
+            configs={k: e.value for k, e in entries.items() if e.value is not None},
+        )
+    return states
+
+
+def _wanted_replication(spec: TopicSpec, settings: Settings) -> int:
+    return spec.replication_factor or settings.kafka_replication_factor
+
+
+def apply_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOG) -> list[TopicResult]:
+    """Make the cluster match the declarations as far as Kafka allows."""
+    specs = list(specs)
+    admin = admin_client(settings)
+    before = describe_topics(admin, [s.name for s in specs])
+    results = {s.name: TopicResult(s.name) for s in specs}
+
+    _create_missing(admin, settings, [s for s in specs if s.name not in before], results)
+    for spec in specs:
+        state = before.get(spec.name)
+        if state is None or results[spec.name].error:
+            continue
+        _reconcile_existing(admin, settings, spec, state, results[spec.name])
+
+    after = describe_topics(admin, [s.name for s in specs])
+    for spec in specs:
+        results[spec.name].state = after.get(spec.name)
+    for result in results.values():
+        log.info("topic reconciled", extra={"topic": result.name, "result": result.summary()})
+    return list(results.values())
+
+
+def _create_missing(
+    admin: AdminClient,
+    settings: Settings,
+    missing: list[TopicSpec],
+    results: dict[str, TopicResult],
+) -> None:
+    if not missing:
+        return
+    new_topics = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=_wanted_replication(s, settings),
+            config=dict(s.configs),
+        )
+        for s in missing
+    ]
+    for name, future in admin.create_topics(new_topics, request_timeout=TIMEOUT_S).items():
+        try:
+            future.result()
+            spec = next(s for s in missing if s.name == name)
+            results[name].actions.append(f"created with {spec.partitions} partitions")
+        except KafkaException as exc:
+            results[name].error = str(exc.args[0])
+
+
+def _reconcile_existing(
+    admin: AdminClient,
+    settings: Settings,
+    spec: TopicSpec,
+    state: TopicState,
+    result: TopicResult,
+) -> None:
+    wanted_rf = _wanted_replication(spec, settings)
+    if state.replication_factor != wanted_rf:
+        result.drift.append(
+            f"replication factor is {state.replication_factor}, declared {wanted_rf} "
+            "(Kafka cannot change it in place: reassign partitions)"
+        )
+    if state.partitions < spec.partitions:
+        future = admin.create_partitions(
+            [NewPartitions(spec.name, spec.partitions)], request_timeout=TIMEOUT_S
+        )[spec.name]
+        try:
+            future.result()
+            result.actions.append(f"partitions {state.partitions} -> {spec.partitions}")
+        except KafkaException as exc:
+            result.error = f"could not add partitions: {exc.args[0]}"
+    elif state.partitions > spec.partitions:
+        result.drift.append(
+            f"has {state.partitions} partitions, declared {spec.partitions} "
+            "(Kafka cannot remove partitions)"
+        )
+
+    differing = {k: v for k, v in spec.configs.items() if state.configs.get(k) != v}
+    if differing:
+        resource = ConfigResource(
+            ResourceType.TOPIC,
+            spec.name,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in differing.items()
+            ],
+        )
+        future = admin.incremental_alter_configs([resource])[resource]
+        try:
+            future.result()
+            result.actions.append("set " + ", ".join(f"{k}={v}" for k, v in differing.items()))
+        except KafkaException as exc:
+            result.error = f"could not set configs: {exc.args[0]}"
+
+
+def topic_drift(settings: Settings, spec: TopicSpec, state: TopicState | None) -> list[str]:
+    """How the cluster's topic differs from its declaration, without changing anything."""
+    if state is None:
+        return ["topic does not exist"]
+    drift = []
+    wanted_rf = _wanted_replication(spec, settings)
+    if state.partitions != spec.partitions:
+        drift.append(f"partitions {state.partitions}, declared {spec.partitions}")
+    if state.replication_factor != wanted_rf:
+        drift.append(f"replication factor {state.replication_factor}, declared {wanted_rf}")
+    for key, value in spec.configs.items():
+        if state.configs.get(key) != value:
+            drift.append(f"{key}={state.configs.get(key)}, declared {value}")
+    return drift
+
+
+def high_watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    """(low, high) offsets of every partition of a topic."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": "riverbed.admin",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S)
+        partitions = metadata.topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
+            for p in sorted(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """Per-partition lag of a consumer group: high watermark minus committed offset."""
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        watermarks = high_watermarks(settings, topic)
+        committed = consumer.committed(
+            [TopicPartition(topic, p) for p in watermarks], timeout=TIMEOUT_S
+        )
+        lag = {}
+        for tp in committed:
+            low, high = watermarks[tp.partition]
+            position = tp.offset if tp.offset >= 0 else low
+            lag[tp.partition] = max(0, high - position)
+        return lag
+    finally:
+        consumer.close()

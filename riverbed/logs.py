@@ -1,0 +1,48 @@
+"""Structured, quiet-by-default logging for every Riverbed process.
+
+One line per record, ``logfmt`` style (``ts=… level=… logger=… msg=… key=value``),
+so people can read it and tools can parse it. Extra fields come from the
+``extra={...}`` argument of a logging call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+# Attributes every LogRecord has; anything else was passed through ``extra``.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' ="'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        fields = {
+            "ts": f"{ts}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        line = " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(level: str = "WARNING") -> None:
+    """Send ``riverbed.*`` records at ``level`` and above to stderr, as logfmt."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger("riverbed")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,134 @@
+"""Long-running background processes that outlive whoever started them.
+
+A deployed flow runs as a process of its own, in a session of its own, so it
+survives the Dagster run (and Dagster) that started it. What was started is
+recorded in ``<dir>/deployment.json`` (pid, command, version, start time); a
+restarted Dagster finds the process again from that record, and checks the pid
+still belongs to the same command line before trusting it (pids are reused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+RECORD = "deployment.json"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    pid: int
+    argv: list[str]
+    version: str
+    started_at: float
+    log_path: str
+    create_time: float  # the process's own start time: guards against pid reuse
+
+
+def _record_path(directory: Path) -> Path:
+    return directory / RECORD
+
+
+def read_deployment(directory: Path) -> Deployment | None:
+    try:
+        data = json.loads(_record_path(directory).read_text())
+        return Deployment(**data)
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def _write_deployment(directory: Path, deployment: Deployment) -> None:
+    tmp = _record_path(directory).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(asdict(deployment), indent=2))
+    os.replace(tmp, _record_path(directory))
+
+
+def is_alive(deployment: Deployment | None) -> bool:
+    """True when the recorded process still runs (and is the same process)."""
+    if deployment is None:
+        return False
+    try:
+        process = psutil.Process(deployment.pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(process.create_time() - deployment.create_time) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+
+
+def start(
+    name: str,
+    argv: list[str],
+    directory: Path,
+    *,
+    env: dict[str, str],
+    version: str,
+    cwd: Path | None = None,
+) -> Deployment:
+    """Start ``argv`` detached, logging to ``<directory>/<name>.log``, and record it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / f"{name}.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deployment = Deployment(
+        name=name,
+        pid=process.pid,
+        argv=argv,
+        version=version,
+        started_at=time.time(),
+        log_path=str(log_path),
+        create_time=psutil.Process(process.pid).create_time(),
+    )
+    _write_deployment(directory, deployment)
+    return deployment
+
+
+def stop(deployment: Deployment, timeout: float = 30.0) -> bool:
+    """Stop a process: SIGINT (a clean shutdown), then SIGKILL after ``timeout``.
+
+    Returns True if the process was running.
+    """
+    if not is_alive(deployment):
+        return False
+    process = psutil.Process(deployment.pid)
+    try:
+        os.killpg(deployment.pid, signal.SIGINT)
+    except ProcessLookupError:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except psutil.TimeoutExpired:
+        os.killpg(deployment.pid, signal.SIGKILL)
+        process.wait(10)
+    return True
+
+
+def stop_if_alive(deployment: Deployment | None, timeout: float = 30.0) -> bool:
+    return deployment is not None and stop(deployment, timeout)
+
+
+def tail(path: str | Path, lines: int = 20) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 16_384))
+            return b"\n".join(handle.read().splitlines()[-lines:]).decode(errors="replace")
+    except FileNotFoundError:
+        return ""

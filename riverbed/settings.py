@@ -1,0 +1,195 @@
+"""Riverbed's settings: every knob, read from ``RIVERBED_*`` environment variables.
+
+This is the one place settings are read. Call :func:`load_settings` at run time
+(in ``main()``, ``get_flow()``, a Dagster resource), never at import, so tests
+can set the environment per test.
+
+A wrong value fails fast with :class:`SettingsError`, whose message names the
+environment variable and says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RIVERBED_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value Riverbed cannot use."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- where runtime state lives -------------------------------------------------
+    home: Path = Field(
+        Path(".riverbed"),
+        description="Runtime state: kafka/, lake/, warehouse.duckdb, flows/, dagster/.",
+    )
+
+    # --- Kafka ---------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="An existing cluster's bootstrap servers. Unset: Riverbed runs its own "
+        "single-node broker on 127.0.0.1:RIVERBED_KAFKA_PORT.",
+    )
+    kafka_port: int = Field(9092, ge=1024, le=65535, description="Local broker's client port.")
+    kafka_controller_port: int | None = Field(
+        None, ge=1024, le=65535, description="Local broker's KRaft controller port (port + 1)."
+    )
+    kafka_version: str = Field("4.4.0", description="Apache Kafka version fetched from Maven.")
+    kafka_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="Local broker's -Xmx.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: str | None = None
+    kafka_replication_factor: int = Field(
+        1, ge=1, le=32, description="Replication factor for declared topics."
+    )
+
+    # --- producer ------------------------------------------------------------------
+    producer_rate: float = Field(200.0, gt=0, description="Default events/s of `produce`.")
+    producer_fraud_share: float = Field(0.02, ge=0, le=1)
+    producer_late_share: float = Field(0.01, ge=0, le=1)
+    producer_duplicate_share: float = Field(0.01, ge=0, le=1)
+    producer_invalid_share: float = Field(0.005, ge=0, le=1)
+    producer_cards: int = Field(5000, ge=1)
+    producer_merchants: int = Field(500, ge=1)
+
+    # --- flows ---------------------------------------------------------------------
+    consumer_group: str = Field("riverbed.payments", min_length=1)
+    allowed_lateness_s: float = Field(30.0, ge=0)
+    flush_interval_s: float = Field(5.0, gt=0)
+    flush_rows: int = Field(50_000, ge=1)
+    window_s: int = Field(60, ge=1)
+    fraud_velocity_count: int = Field(5, ge=2)
+    fraud_velocity_window_s: float = Field(60.0, gt=0)
+    fraud_spike_min_amount: float = Field(500.0, gt=0)
+    fraud_spike_factor: float = Field(5.0, gt=1)
+    fraud_travel_kmh: float = Field(900.0, gt=0)
+    fraud_testing_count: int = Field(3, ge=2)
+    fraud_testing_max_amount: float = Field(2.0, gt=0)
+    fraud_testing_window_s: float = Field(600.0, gt=0)
+
+    # --- control plane -------------------------------------------------------------
+    dagster_port: int = Field(3000, ge=1024, le=65535)
+    lag_threshold: int = Field(100_000, ge=0, description="Consumer lag that counts as behind.")
+    flow_restart_limit: int = Field(
+        5, ge=0, description="Redeploys of a dead flow, then it stays down."
+    )
+    flow_restart_backoff_s: float = Field(10.0, gt=0, description="First redeploy delay; doubles.")
+    freshness_threshold_s: float = Field(120.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_shape(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "":
+            return None
+        for server in v.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "kafka_security_protocol is SASL_*: set RIVERBED_KAFKA_SASL_MECHANISM, "
+                "RIVERBED_KAFKA_SASL_USERNAME and RIVERBED_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    # --- derived -------------------------------------------------------------------
+    @property
+    def manages_local_broker(self) -> bool:
+        """True when Riverbed runs its own broker (no external cluster was named)."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def controller_port(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def flows_dir(self) -> Path:
+        return self.home / "flows"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by every client: servers and security."""
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": self.kafka_ssl_key_password,
+        }
+        conf.update({k: v for k, v in optional.items() if v})
+        return conf
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``RIVERBED_*`` variables, for a child process to read back."""
+        env = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise :class:`SettingsError` naming the bad one."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else "settings"
+            problems.append(f"{env}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("invalid Riverbed settings:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,70 @@
+"""The topic catalog: every Kafka topic Riverbed uses, declared once.
+
+``riverbed topics apply`` and the Dagster topic assets reconcile the cluster
+with these declarations (see :mod:`riverbed.kafka_admin`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+PAYMENTS_TRANSACTIONS = "payments.transactions"
+PAYMENTS_ALERTS = "payments.alerts"
+PAYMENTS_DLQ = "payments.transactions.dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What a topic should look like on the cluster."""
+
+    name: str
+    domain: str
+    partitions: int
+    description: str
+    configs: dict[str, str] = field(default_factory=dict)
+    # None: take the cluster-wide setting (RIVERBED_KAFKA_REPLICATION_FACTOR).
+    replication_factor: int | None = None
+
+
+CATALOG: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        name=PAYMENTS_TRANSACTIONS,
+        domain="payments",
+        partitions=6,
+        description="Card transactions as producers publish them, keyed by card_id.",
+        configs={
+            "cleanup.policy": "delete",
+            "retention.ms": str(7 * DAY_MS),
+            "compression.type": "producer",
+        },
+    ),
+    TopicSpec(
+        name=PAYMENTS_ALERTS,
+        domain="payments",
+        partitions=3,
+        description="Fraud alerts raised by the payments flow, keyed by card_id.",
+        configs={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        name=PAYMENTS_DLQ,
+        domain="payments",
+        partitions=1,
+        description="Invalid transactions, original bytes unchanged, with the reason in the "
+        "`error` header and their source in `source.topic/partition/offset`.",
+        configs={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+    ),
+)
+
+
+def topic(name: str) -> TopicSpec:
+    """The declaration of one topic, by name."""
+    for spec in CATALOG:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no topic named {name!r} is declared in riverbed.topics.CATALOG")
+
+
+def topics_of(domain: str) -> tuple[TopicSpec, ...]:
+    return tuple(spec for spec in CATALOG if spec.domain == domain)

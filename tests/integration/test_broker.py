@@ -1,0 +1,198 @@
+"""The local Kafka broker, for real: fetch, start, produce, restart, consume, stop.
+
+Each test gets a RIVERBED_HOME of its own and a free port pair in 29000-29999,
+so it never meets the session broker of tests/conftest.py nor a developer's
+``make run``. The jars are fetched once per session (``RIVERBED_KAFKA_DIST``,
+if set when the session starts, names jars to reuse instead).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from riverbed.broker import DIST_ENV, BrokerError, LocalBroker
+from riverbed.settings import Settings, load_settings
+
+pytestmark = pytest.mark.kafka
+
+TOPIC = "riverbed.test.broker"
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free on 127.0.0.1 (client and controller ports)."""
+    for port in random.sample(range(29000, 29998), 200):
+        if all(_bindable(p) for p in (port, port + 1)):
+            return port
+    raise RuntimeError("no free port pair in 29000-29999")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def kafka_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding Kafka's libs/, fetched once for the whole session."""
+    shared = os.environ.get(DIST_ENV)
+    if shared:
+        return Path(shared)
+    home = tmp_path_factory.mktemp("kafka-dist")
+    broker = LocalBroker(load_settings(home=home))
+    return broker.fetch().parent
+
+
+def make_settings(home: Path, **overrides: object) -> Settings:
+    return load_settings(home=home, kafka_port=free_port_pair(), **overrides)
+
+
+@pytest.fixture
+def brokers(kafka_dist: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[LocalBroker]]:
+    """Brokers a test builds; every one of them is stopped afterwards, whatever happened."""
+    monkeypatch.setenv(DIST_ENV, str(kafka_dist))
+    made: list[LocalBroker] = []
+    yield made
+    for broker in made:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(brokers: list[LocalBroker], tmp_path: Path) -> LocalBroker:
+    brokers.append(LocalBroker(make_settings(tmp_path / "home")))
+    return brokers[-1]
+
+
+def produce(settings: Settings, messages: list[tuple[str, str]]) -> None:
+    admin = AdminClient(settings.kafka_client_config())
+    admin.create_topics([NewTopic(TOPIC, 1, 1)])[TOPIC].result(timeout=30)
+    errors: list[object] = []
+    producer = Producer({**settings.kafka_client_config(), "acks": "all"})
+    for key, value in messages:
+        producer.produce(TOPIC, value, key, on_delivery=lambda err, _: err and errors.append(err))
+    assert producer.flush(30) == 0
+    assert errors == []
+
+
+def consume(settings: Settings, count: int) -> list[tuple[str, str]]:
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([TOPIC])
+    got: list[tuple[str, str]] = []
+    try:
+        for _ in range(60):
+            for message in consumer.consume(count - len(got), timeout=0.5):
+                assert message.error() is None, message.error()
+                got.append((message.key().decode(), message.value().decode()))
+            if len(got) >= count:
+                break
+    finally:
+        consumer.close()
+    return got
+
+
+def is_running(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def test_messages_survive_a_restart(broker: LocalBroker) -> None:
+    started = broker.start()
+    assert started.running and started.pid is not None
+    assert started.message.startswith("started")
+    messages = [(f"card-{i}", f"payment {i}") for i in range(5)]
+    produce(broker.settings, messages)
+
+    stopped = broker.stop()
+    assert not stopped.running
+    assert not is_running(started.pid)
+    assert not broker.pid_file.exists()
+    assert not broker.status().running
+
+    restarted = broker.start()
+    assert restarted.running and restarted.pid != started.pid
+    assert consume(broker.settings, len(messages)) == messages
+
+
+def test_start_and_stop_are_idempotent(broker: LocalBroker) -> None:
+    first = broker.start()
+    again = broker.start()
+    assert again.running and again.pid == first.pid
+    assert "already running" in again.message
+    status = broker.status()
+    assert status.running and status.pid == first.pid
+    assert "4.4.0" in status.message and str(broker.data_dir) in status.message
+
+    assert broker.stop().message.startswith("stopped")
+    assert broker.stop().message == "not running"
+
+
+@pytest.mark.parametrize("held", ["client", "controller"])
+def test_a_port_held_by_another_process_is_named(broker: LocalBroker, held: str) -> None:
+    settings = broker.settings
+    port = settings.kafka_port if held == "client" else settings.controller_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(BrokerError) as raised:
+            broker.start()
+    message = str(raised.value)
+    assert f"port {port}" in message and f"{held} port" in message
+    assert "RIVERBED_KAFKA_PORT" in message
+    assert not broker.pid_file.exists()
+
+
+def test_a_stale_pid_file_is_cleaned(broker: LocalBroker) -> None:
+    broker.kafka_dir.mkdir(parents=True)
+    broker.pid_file.write_text(f"{os.getpid()}\n")  # alive, but not a Kafka broker
+    assert not broker.status().running
+    started = broker.start()
+    assert started.running and started.pid != os.getpid()
+    assert broker.pid_file.read_text().strip() == str(started.pid)
+
+
+def test_a_broker_dying_at_start_shows_its_log(brokers: list[LocalBroker], tmp_path: Path) -> None:
+    # Too small a heap for the JVM to even initialise: it exits at once.
+    broker = LocalBroker(make_settings(tmp_path / "home", kafka_heap="2m"))
+    brokers.append(broker)
+    with pytest.raises(BrokerError) as raised:
+        broker.start()
+    message = str(raised.value)
+    assert "exited with code" in message
+    assert "broker.out" in message and "Error occurred during initialization of VM" in message
+    assert not broker.pid_file.exists()
+
+
+def test_an_external_cluster_is_used_not_started_or_stopped(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    # The "external" cluster is this test's own local broker, seen from another home.
+    broker.start()
+    external = LocalBroker(
+        load_settings(home=tmp_path / "other", kafka_bootstrap=broker.settings.bootstrap_servers)
+    )
+    started = external.start()
+    assert started.message.startswith(f"external cluster at {broker.settings.bootstrap_servers}")
+    assert "no local broker started" in started.message
+    assert started.running and started.pid is None
+    assert "no local broker to stop" in external.stop().message
+    assert broker.status().running
+    assert not (tmp_path / "other").exists()

@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from riverbed.settings import SettingsError, load_settings
+
+
+def test_defaults_manage_a_local_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.manages_local_broker
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.controller_port == 9093
+    assert settings.home == (Path.cwd() / ".riverbed").resolve()
+    assert settings.lake_dir == settings.home / "lake"
+
+
+def test_environment_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIVERBED_KAFKA_PORT", "19500")
+    monkeypatch.setenv("RIVERBED_ALLOWED_LATENESS_S", "12.5")
+    settings = load_settings()
+    assert settings.bootstrap_servers == "127.0.0.1:19500"
+    assert settings.allowed_lateness_s == 12.5
+
+
+def test_external_bootstrap_means_no_local_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIVERBED_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    settings = load_settings()
+    assert not settings.manages_local_broker
+    assert settings.kafka_client_config()["bootstrap.servers"] == "kafka-1:9092,kafka-2:9092"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("RIVERBED_KAFKA_PORT", "abc", "RIVERBED_KAFKA_PORT='abc'"),
+        ("RIVERBED_KAFKA_PORT", "80", "RIVERBED_KAFKA_PORT='80'"),
+        ("RIVERBED_KAFKA_BOOTSTRAP", "no-port-here", "RIVERBED_KAFKA_BOOTSTRAP"),
+        ("RIVERBED_FLUSH_INTERVAL_S", "0", "RIVERBED_FLUSH_INTERVAL_S"),
+        ("RIVERBED_KAFKA_HEAP", "lots", "RIVERBED_KAFKA_HEAP"),
+        ("RIVERBED_LOG_LEVEL", "LOUD", "RIVERBED_LOG_LEVEL"),
+    ],
+)
+def test_a_wrong_setting_fails_fast_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=expected):
+        load_settings()
+
+
+def test_sasl_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIVERBED_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(SettingsError, match="RIVERBED_KAFKA_SASL_USERNAME"):
+        load_settings()
+
+
+def test_security_settings_pass_through_to_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIVERBED_KAFKA_BOOTSTRAP", "broker:9093")
+    monkeypatch.setenv("RIVERBED_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("RIVERBED_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("RIVERBED_KAFKA_SASL_USERNAME", "riverbed")
+    monkeypatch.setenv("RIVERBED_KAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("RIVERBED_KAFKA_SSL_CA_LOCATION", "/etc/ca.pem")
+    conf = load_settings().kafka_client_config()
+    assert conf == {
+        "bootstrap.servers": "broker:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "riverbed",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
+
+
+def test_to_env_round_trips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    original = load_settings(home=tmp_path, kafka_port=19999, flush_rows=7)
+    for key, value in original.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == original
