@@ -5,8 +5,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# dagster-dbt reads dbt's manifest; it is prepared here, at build time, never at import.
+DBT_MANIFEST := dbt/target/manifest.json
+DBT_SOURCES  := $(shell find dbt -name '*.sql' -o -name '*.yml' | grep -v -e '^dbt/target/' -e '^dbt/logs/')
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup browser run test lint bench clean
 
 setup: $(STAMP)
 
@@ -16,20 +19,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+$(DBT_MANIFEST): $(STAMP) $(DBT_SOURCES)
+	$(VENV)/bin/dbt parse --project-dir dbt --profiles-dir dbt --quiet
+	@touch $@
+
+# Debian's Chromium, for the test that opens the Dagster UI headless.
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the UI test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 run: setup
-	$(PY) -m riverbed.platform
+	$(PY) -m orchestration.platform
 
 # The test session starts its own broker (port 19092, .riverbed-test/) and
 # stops it at the end, also when a test fails or the run is interrupted.
-test: setup
+test: setup browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .
-
-bench: setup
-	$(PY) -m bench.run
+	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf .riverbed .riverbed-test
+	rm -rf .riverbed .riverbed-test dbt/target

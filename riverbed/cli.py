@@ -82,7 +82,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     summary = produce(
         settings, rate=args.rate, count=args.count, duration=args.duration, seed=args.seed
     )
-    return 1 if getattr(summary, "failed", 0) else 0
+    print(summary.line())  # type: ignore[attr-defined]
+    return 0 if summary.ok else 1  # type: ignore[attr-defined]
 
 
 def cmd_flow(settings: Settings, args: argparse.Namespace) -> int:

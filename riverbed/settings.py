@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     producer_late_share: float = Field(0.01, ge=0, le=1)
     producer_duplicate_share: float = Field(0.01, ge=0, le=1)
     producer_invalid_share: float = Field(0.005, ge=0, le=1)
-    producer_cards: int = Field(5000, ge=1)
+    producer_cards: int = Field(20_000, ge=1)
     producer_merchants: int = Field(500, ge=1)
 
     # --- flows ---------------------------------------------------------------------

@@ -1,0 +1,230 @@
+"""``make run``: bring the whole platform up on its embedded defaults, until Ctrl-C.
+
+Steps, each idempotent so a second ``make run`` resumes where the first stopped:
+
+1. the local broker (unless ``RIVERBED_KAFKA_BOOTSTRAP`` names a cluster);
+2. Dagster (web UI and daemon, ``dagster dev``) with its home under ``RIVERBED_HOME``;
+3. through Dagster: the topic assets (reconciling the topics) and the flow assets
+   (deploying the flows as processes of their own);
+4. the payments producer at a modest rate.
+
+Ctrl-C (or SIGTERM) stops the producer, the flows (they resume from their
+recovery store next time), Dagster, and the broker if this run started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestration.lib import flows
+from riverbed.logs import configure_logging
+from riverbed.settings import Settings, SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+DAGSTER_YAML = """\
+# Written by riverbed.platform. One writer for the DuckDB warehouse at a time:
+# every pool (duckdb_warehouse, flow_deploy) admits one step.
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+def say(message: str) -> None:
+    print(f"[riverbed] {message}", file=sys.stderr, flush=True)
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        **settings.to_env(),
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def start_broker(settings: Settings) -> bool:
+    """Start the local broker if Riverbed manages one; True when this call started it."""
+    if not settings.manages_local_broker:
+        say(f"using the Kafka cluster at {settings.bootstrap_servers}")
+        return False
+    from riverbed.broker import LocalBroker
+
+    broker = LocalBroker(settings)
+    already = broker.status().running
+    if not broker.is_fetched():
+        say(f"fetching Apache Kafka {settings.kafka_version} from Maven Central (first run only)")
+    say(broker.start().message)
+    return not already
+
+
+def spawn(name: str, argv: list[str], settings: Settings) -> Child:
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            argv,
+            env=child_env(settings),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+        )
+    say(f"started {name} (pid {process.pid}), log: {log_path}")
+    return Child(name, process)
+
+
+def write_dagster_home(settings: Settings) -> None:
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+
+
+def wait_for_dagster(settings: Settings, child: Child, timeout: float = 180.0) -> None:
+    url = f"http://127.0.0.1:{settings.dagster_port}/server_info"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise RuntimeError(
+                f"dagster dev exited with status {child.process.returncode}; "
+                f"see {settings.home / 'logs' / 'dagster.log'}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"the Dagster UI did not answer at {url} within {timeout:.0f} s")
+
+
+def materialize(settings: Settings, selection: str) -> None:
+    """Materialize assets through Dagster, recorded in its instance like any run."""
+    argv = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "orchestration.definitions",
+        "--select",
+        selection,
+    ]
+    result = subprocess.run(
+        argv, env=child_env(settings), cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
+        raise RuntimeError(f"materializing {selection} through Dagster failed:\n{tail}")
+
+
+def stop_children(children: list[Child], timeout: float = 30.0) -> None:
+    for child in reversed(children):
+        if child.process.poll() is None:
+            os.killpg(child.process.pid, signal.SIGINT)
+        try:
+            child.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+        say(f"stopped {child.name}")
+
+
+def stop_flows(settings: Settings) -> None:
+    for domain in flows.FLOWS:
+        if flows.stop(settings, domain):
+            say(f"stopped the {domain} flow (it resumes from its recovery store next time)")
+
+
+def run(settings: Settings) -> int:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    started_broker = start_broker(settings)
+    children: list[Child] = []
+    try:
+        write_dagster_home(settings)
+        dagster = spawn(
+            "dagster",
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "dev",
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(settings.dagster_port),
+            ],
+            settings,
+        )
+        children.append(dagster)
+        wait_for_dagster(settings, dagster)
+        say(f"Dagster UI: http://127.0.0.1:{settings.dagster_port} (sensors and schedules on)")
+        materialize(settings, "kafka/*")
+        say("topics reconciled through Dagster (assets kafka/*)")
+        materialize(settings, "flows/*")
+        say(f"flows deployed through Dagster; logs and status under {settings.flows_dir}")
+        produce = [sys.executable, "-m", "riverbed.cli", "produce", "payments"]
+        children.append(spawn("producer", produce, settings))
+        say(f"producing to {settings.bootstrap_servers} at {settings.producer_rate:g} events/s")
+        say(f"lake: {settings.lake_dir}; warehouse: {settings.warehouse_path}")
+        say("press Ctrl-C to stop everything")
+        while all(c.process.poll() is None for c in children):
+            time.sleep(1)
+        for child in children:
+            if child.process.poll() is not None:
+                say(f"{child.name} exited with status {child.process.returncode}; stopping")
+        return 1
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    finally:
+        producer = [c for c in children if c.name == "producer"]
+        stop_children(producer)
+        stop_flows(settings)
+        stop_children([c for c in children if c.name != "producer"])
+        if started_broker:
+            from riverbed.broker import LocalBroker
+
+            say(LocalBroker(settings).stop().message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the whole Riverbed platform.")
+    parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+
+    # SIGTERM (a supervisor, a test) stops the platform as Ctrl-C does.
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return run(settings)
+    except RuntimeError as exc:
+        say(f"error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

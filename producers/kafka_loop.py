@@ -1,0 +1,377 @@
+"""The Kafka producer loop every domain's producer shares.
+
+:func:`produce` publishes (key, value) messages from any iterable to one topic,
+at a given rate or as fast as the broker takes them, until a count, a duration,
+the end of the messages, Ctrl-C or SIGTERM; then flushes what is in flight and
+returns a :class:`ProduceSummary`. It knows nothing about the messages.
+
+Delivery accounting: librdkafka reports every message exactly once, as
+delivered or failed. Only failures are reported to Python
+(``delivery.report.only.error``), because a Python callback per delivered
+message would cost a large share of the loop at 100k+ messages/s; delivered is
+then ``sent - failed - still in flight``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import chain, islice
+from types import FrameType
+from typing import Any, Final, Protocol
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from riverbed.settings import Settings
+
+log = logging.getLogger("riverbed.producer")
+
+ProgressCallback = Callable[[str], None]
+
+# Durable (idempotent, acks from all in-sync replicas), batched and compressed.
+# murmur2 is the Java client's partitioner: a card lands in the same partition
+# whichever client produced it.
+PRODUCER_DEFAULTS: Final[Mapping[str, str]] = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "linger.ms": "10",
+    "batch.size": "262144",
+    "compression.type": "lz4",
+    "partitioner": "murmur2_random",
+}
+
+_UNPACED_CHUNK: Final = 2000  # messages between two checks of the clock when unthrottled
+_PACE_TICK_S: Final = 0.01  # a throttled loop sends a tick's worth of messages, then sleeps
+_MAX_SLEEP_S: Final = 0.2  # so a stop request is seen quickly even at very low rates
+_BUFFER_FULL_POLL_S: Final = 0.01
+
+
+class KeyedMessage(Protocol):
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+Messages = Iterable[tuple[bytes | None, bytes | None]] | Iterable[KeyedMessage]
+
+
+@dataclass(frozen=True)
+class ProduceSummary:
+    """What a producer run did. ``ok`` is False if any message was not delivered."""
+
+    topic: str
+    sent: int
+    delivered: int
+    failed: int
+    undelivered: int  # still in flight when the final flush gave up
+    elapsed_s: float  # from the first message to the end of the final flush
+    stopped_by: str  # "count", "duration", "exhausted" (no more messages) or "interrupted"
+    first_error: str | None = None
+    seed: int | None = None  # for producers that generate: the seed they used
+
+    @property
+    def events_per_s(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.undelivered == 0
+
+    def line(self) -> str:
+        """One human line, e.g. for the end of ``riverbed produce``."""
+        parts = [
+            f"{self.topic}: sent {self.sent:,}, delivered {self.delivered:,}, "
+            f"failed {self.failed:,}"
+        ]
+        if self.undelivered:
+            parts.append(f", undelivered {self.undelivered:,}")
+        parts.append(f" in {self.elapsed_s:.1f} s ({self.events_per_s:,.0f} events/s)")
+        if self.stopped_by == "interrupted":
+            parts.append(", interrupted")
+        if self.seed is not None:
+            parts.append(f", seed {self.seed}")
+        if self.first_error:
+            parts.append(f"; first error: {self.first_error}")
+        return "".join(parts)
+
+
+def producer_config(
+    settings: Settings, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The client settings (servers, security) plus the producer defaults, then overrides."""
+    return {**settings.kafka_client_config(), **PRODUCER_DEFAULTS, **(overrides or {})}
+
+
+def produce(
+    messages: Messages,
+    *,
+    topic: str,
+    config: Mapping[str, str],
+    rate: float | None = None,
+    count: int | None = None,
+    duration: float | None = None,
+    progress: ProgressCallback | None = None,
+    progress_interval_s: float = 5.0,
+    flush_timeout_s: float = 30.0,
+) -> ProduceSummary:
+    """Publish messages to ``topic``; stop at ``count`` messages or after ``duration`` seconds.
+
+    ``rate`` is messages per second; None or 0 means as fast as possible.
+    ``progress`` receives a line every ``progress_interval_s`` (only runs that
+    long report); without it the line is logged at INFO.
+    """
+    if count is not None and count < 0:
+        raise ValueError("count must be >= 0")
+    if rate is not None and rate < 0:
+        raise ValueError("rate must be >= 0 (0: as fast as possible)")
+    deliveries = _DeliveryCounter()
+    producer = Producer(
+        {
+            **config,
+            "on_delivery": deliveries.on_delivery,
+            "delivery.report.only.error": True,
+            "error_cb": _log_client_error,
+        }
+    )
+    pairs = _as_pairs(messages)
+    if count is not None:
+        pairs = islice(pairs, count)
+    report = _Progress(topic, producer, deliveries, progress, progress_interval_s)
+    stop = _StopRequest()
+    with stop.on_signals():
+        sent, started, stopped_by = _send_all(
+            producer,
+            topic,
+            pairs,
+            rate=rate,
+            count=count,
+            duration=duration,
+            stop=stop,
+            report=report,
+        )
+    undelivered = _flush(producer, flush_timeout_s)
+    elapsed = time.monotonic() - started
+    summary = ProduceSummary(
+        topic=topic,
+        sent=sent,
+        delivered=sent - deliveries.failed - undelivered,
+        failed=deliveries.failed,
+        undelivered=undelivered,
+        elapsed_s=elapsed,
+        stopped_by=stopped_by,
+        first_error=deliveries.first_error,
+    )
+    if not summary.ok:
+        log.warning("%s", summary.line())
+    return summary
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+def _send_all(
+    producer: Producer,
+    topic: str,
+    pairs: Iterator[tuple[bytes | None, bytes | None]],
+    *,
+    rate: float | None,
+    count: int | None,
+    duration: float | None,
+    stop: _StopRequest,
+    report: _Progress,
+) -> tuple[int, float, str]:
+    """Send in chunks; between chunks, pace, report, and check the stop conditions.
+
+    Returns (messages sent, monotonic start, why it stopped).
+    """
+    seconds_per_message = 1.0 / rate if rate else 0.0
+    chunk = max(1, math.floor(_PACE_TICK_S / seconds_per_message)) if rate else _UNPACED_CHUNK
+    started = time.monotonic()
+    deadline = started + duration if duration is not None else math.inf
+    report.start(started)
+    sent = 0
+    try:
+        while True:
+            n = _send_chunk(producer, topic, pairs, chunk)
+            sent += n
+            if n < chunk:
+                return sent, started, "count" if sent == count else "exhausted"
+            now = time.monotonic()
+            if now >= deadline:
+                return sent, started, "duration"
+            if stop.requested:
+                return sent, started, "interrupted"
+            report.maybe(now, sent)
+            if seconds_per_message:
+                # Against the start, not the last chunk: no drift, and a slow
+                # moment is caught up.
+                _sleep_until(min(started + sent * seconds_per_message, deadline), stop)
+    except KeyboardInterrupt:
+        # Outside the main thread no signal handler is ours: Ctrl-C arrives as this.
+        return sent, started, "interrupted"
+
+
+def _send_chunk(
+    producer: Producer,
+    topic: str,
+    pairs: Iterator[tuple[bytes | None, bytes | None]],
+    chunk: int,
+) -> int:
+    send = producer.produce
+    n = 0
+    for key, value in islice(pairs, chunk):
+        try:
+            send(topic, value, key)
+        except BufferError:
+            _send_when_room(producer, topic, key, value)
+        n += 1
+    # Serves delivery reports (failures) and frees their memory.
+    producer.poll(0)
+    return n
+
+
+def _send_when_room(producer: Producer, topic: str, key: bytes | None, value: bytes | None) -> None:
+    """The local queue is full: let librdkafka deliver some, then try again."""
+    while True:
+        producer.poll(_BUFFER_FULL_POLL_S)
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            continue
+
+
+def _sleep_until(when: float, stop: _StopRequest) -> None:
+    while not stop.requested:
+        remaining = when - time.monotonic()
+        if remaining <= 0:
+            return
+        time.sleep(min(remaining, _MAX_SLEEP_S))
+
+
+def _flush(producer: Producer, timeout_s: float) -> int:
+    """Wait for what is in flight; return how many messages are still undelivered."""
+    try:
+        return producer.flush(timeout_s)
+    except KeyboardInterrupt:
+        log.warning("flush interrupted; %d messages may be undelivered", len(producer))
+        return len(producer)
+
+
+def _as_pairs(messages: Messages) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """(key, value) pairs from either pairs or objects with ``key`` and ``value``."""
+    it = iter(messages)
+    first = next(it, None)
+    if first is None:
+        return iter(())
+    rest = chain((first,), it)
+    if isinstance(first, tuple):
+        return rest  # type: ignore[return-value]
+    return ((m.key, m.value) for m in rest)  # type: ignore[union-attr]
+
+
+# --- delivery reports, progress, signals -------------------------------------------------
+
+
+class _DeliveryCounter:
+    def __init__(self) -> None:
+        self.failed = 0
+        self.first_error: str | None = None
+
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:  # only failures are reported, but be safe
+            return
+        self.failed += 1
+        if self.first_error is None:
+            self.first_error = str(err)
+            log.error("delivery to %s failed: %s", msg.topic(), err)
+
+
+def _log_client_error(err: KafkaError) -> None:
+    # Connection trouble: librdkafka keeps retrying until message.timeout.ms,
+    # after which the affected messages fail through on_delivery.
+    log.warning("kafka client: %s", err)
+
+
+class _Progress:
+    """A line every interval: sent, delivered, failed, and the rate since the last line."""
+
+    def __init__(
+        self,
+        topic: str,
+        producer: Producer,
+        deliveries: _DeliveryCounter,
+        callback: ProgressCallback | None,
+        interval_s: float,
+    ) -> None:
+        self._topic = topic
+        self._producer = producer
+        self._deliveries = deliveries
+        self._callback = callback
+        self._interval = interval_s
+        self._last_at = 0.0
+        self._last_sent = 0
+
+    def start(self, now: float) -> None:
+        self._last_at = now
+
+    def maybe(self, now: float, sent: int) -> None:
+        if now - self._last_at < self._interval:
+            return
+        rate = (sent - self._last_sent) / (now - self._last_at)
+        failed = self._deliveries.failed
+        delivered = sent - failed - len(self._producer)
+        line = (
+            f"{self._topic}: sent {sent:,}, delivered {delivered:,}, failed {failed:,}, "
+            f"{rate:,.0f} events/s"
+        )
+        if self._callback is not None:
+            self._callback(line)
+        else:
+            log.info("%s", line)
+        self._last_at, self._last_sent = now, sent
+
+
+class _StopRequest:
+    """Ctrl-C or SIGTERM while sending: finish the chunk, flush, summarise.
+
+    A second Ctrl-C raises KeyboardInterrupt as usual.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.info("stop requested (%s); flushing", signal.Signals(signum).name)
+
+    def on_signals(self) -> _SignalScope:
+        return _SignalScope(self._handle)
+
+
+class _SignalScope:
+    """Installs a handler for SIGINT and SIGTERM for a block, when in the main thread."""
+
+    def __init__(self, handler: Callable[[int, FrameType | None], Any]) -> None:
+        self._handler = handler
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
