@@ -11,7 +11,7 @@ DBT_SOURCES  := $(shell find dbt -name '*.sql' -o -name '*.yml' | grep -v -e '^d
 
 .PHONY: setup browser run test lint bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(DBT_MANIFEST)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

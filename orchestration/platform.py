@@ -55,6 +55,8 @@ def child_env(settings: Settings) -> dict[str, str]:
         **os.environ,
         **settings.to_env(),
         "DAGSTER_HOME": str(settings.dagster_home),
+        # `dagster dev` (what the docs and this project use) warns that `dg dev` supersedes it.
+        "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
@@ -152,7 +154,7 @@ def stop_flows(settings: Settings) -> None:
             say(f"stopped the {domain} flow (it resumes from its recovery store next time)")
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, *, with_producer: bool = True) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     started_broker = start_broker(settings)
     children: list[Child] = []
@@ -179,9 +181,10 @@ def run(settings: Settings) -> int:
         say("topics reconciled through Dagster (assets kafka/*)")
         materialize(settings, "flows/*")
         say(f"flows deployed through Dagster; logs and status under {settings.flows_dir}")
-        produce = [sys.executable, "-m", "riverbed.cli", "produce", "payments"]
-        children.append(spawn("producer", produce, settings))
-        say(f"producing to {settings.bootstrap_servers} at {settings.producer_rate:g} events/s")
+        if with_producer:
+            produce = [sys.executable, "-m", "riverbed.cli", "produce", "payments"]
+            children.append(spawn("producer", produce, settings))
+            say(f"producing to {settings.bootstrap_servers} at {settings.producer_rate:g} events/s")
         say(f"lake: {settings.lake_dir}; warehouse: {settings.warehouse_path}")
         say("press Ctrl-C to stop everything")
         while all(c.process.poll() is None for c in children):
@@ -206,7 +209,10 @@ def run(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the whole Riverbed platform.")
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--no-producer", action="store_true", help="start everything but the producer"
+    )
+    args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run(settings)
+        return run(settings, with_producer=not args.no_producer)
     except RuntimeError as exc:
         say(f"error: {exc}")
         return 1

@@ -134,4 +134,12 @@ def stop_flow() -> None:
     stop_flow_op()
 
 
-defs = dg.Definitions(assets=flow_assets, asset_checks=flow_checks, jobs=[stop_flow])
+flow_health_checks = dg.define_asset_job(
+    "flow_health_checks",
+    selection=dg.AssetSelection.checks(*flow_checks),
+    description="Runs every flow's liveness and consumer-lag checks.",
+)
+
+defs = dg.Definitions(
+    assets=flow_assets, asset_checks=flow_checks, jobs=[stop_flow, flow_health_checks]
+)

@@ -4,6 +4,7 @@ import json
 import time
 
 import dagster as dg
+from confluent_kafka import KafkaException
 
 from orchestration.lib.flows import FLOWS
 from orchestration.lib.keys import lake_key
@@ -78,7 +79,11 @@ def lake_freshness(context: dg.SensorEvaluationContext, riverbed: RiverbedResour
     now = time.time()
     problems, notes = [], []
     for spec in FLOWS.values():
-        total = sum(high for _low, high in high_watermarks(settings, spec.source_topic).values())
+        try:
+            watermarks = high_watermarks(settings, spec.source_topic)
+        except KafkaException as exc:
+            return dg.SkipReason(f"Kafka unreachable, freshness unknown: {exc.args[0]}")
+        total = sum(high for _low, high in watermarks.values())
         previous = state.get(spec.domain, {"messages": 0, "pending_since": None})
         committed = dataset_commits(settings.lake_dir, spec.domain, spec.datasets[0])
         since = pending_since(

@@ -1,0 +1,43 @@
+with
+
+source as (
+
+    select * from {{ lake_source('payments', 'alerts') }}
+
+),
+
+renamed as (
+
+    select
+        ----------  ids
+        alert_id,
+        transaction_id,
+        card_id,
+
+        ----------  properties
+        rule,
+        cast(score as double) as score,
+        details,
+
+        ----------  time
+        cast(event_time as timestamptz) as event_time,
+        cast(detected_at as timestamptz) as detected_at,
+        cast(event_date as date) as event_date,
+
+        ----------  lineage: the triggering Kafka record, and the lake file
+        _topic,
+        cast(_partition as integer) as _partition,
+        cast(_offset as bigint) as _offset,
+        {{ lake_relative_path('filename') }} as _file
+
+    from source
+
+),
+
+final as (
+
+    select * from renamed
+
+)
+
+select * from final

@@ -1,0 +1,509 @@
+"""The dbt warehouse over a synthetic lake: real dbt, real DuckDB, no Kafka.
+
+A known input (a few thousand transactions with resends, a replayed batch, alerts,
+merchant_minute rows) is written exactly as the flow writes the lake; ``dbt build``
+must produce marts equal to an oracle computed here in Python. A second micro-batch
+(a new day, late events into an old day, resends of loaded transactions) must add
+exactly the new rows, reading only the new files. Broken inputs must fail the build.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from tests.support.lake_fixture import (
+    CommittedFile,
+    DbtRun,
+    Row,
+    SyntheticLake,
+    dedupe_transactions,
+    merchant_minute_rows,
+    run_dbt,
+    to_money,
+    window_start,
+)
+
+RULES = ("velocity", "amount_spike", "impossible_travel", "card_testing")
+COUNTRIES = ("FR", "DE", "GB", "US", "ES")
+DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
+# Same host, same clock: the files of one step are committed moments before dbt lists
+# the lake, so the default safety margin of 1 s would make the runs depend on timing.
+DBT_VARS = {"lake_clock_skew_seconds": 0}
+
+
+# --------------------------------------------------------------------------------------
+# input
+# --------------------------------------------------------------------------------------
+
+
+def make_transactions(
+    rng: random.Random, first: int, n: int, day: int, days: int = 1, late: bool = False
+) -> list[Row]:
+    """``n`` transactions with event times in ``days`` days from DAY0 + ``day``."""
+    rows = []
+    for i in range(first, first + n):
+        rows.append(
+            {
+                "transaction_id": f"tx-{i:06d}",
+                "card_id": f"card-{rng.randrange(60):03d}",
+                "merchant_id": f"m-{rng.randrange(25):02d}",
+                "mcc": f"{rng.randrange(10_000):04d}",
+                "amount": Decimal(rng.randrange(1, 200_000)) / 100,
+                "currency": rng.choice(("EUR", "USD")),
+                "country": rng.choice(COUNTRIES),
+                "lat": rng.uniform(-90, 90),
+                "lon": rng.uniform(-180, 180),
+                "channel": rng.choice(("pos", "online", "atm")),
+                "event_time": DAY0
+                + timedelta(days=day, microseconds=rng.randrange(days * 86_400_000_000)),
+                "late": late,
+            }
+        )
+    return sorted(rows, key=lambda r: r["event_time"])
+
+
+def make_alerts(rng: random.Random, transactions: Sequence[Row], share: float) -> list[Row]:
+    """Alerts on about ``share`` of the transactions, some with two rules."""
+    alerts = []
+    for t in transactions:
+        if rng.random() >= share:
+            continue
+        for rule in rng.sample(RULES, k=2 if rng.random() < 0.2 else 1):
+            alerts.append(
+                {
+                    "alert_id": f"al-{rule}-{t['transaction_id']}",
+                    "rule": rule,
+                    "card_id": t["card_id"],
+                    "transaction_id": t["transaction_id"],
+                    "event_time": t["event_time"],
+                    "detected_at": t["event_time"] + timedelta(seconds=1),
+                    "score": round(rng.random(), 3),
+                    "details": json.dumps({"rule": rule}),
+                    "_topic": t["_topic"],
+                    "_partition": t["_partition"],
+                    "_offset": t["_offset"],
+                }
+            )
+    return alerts
+
+
+@dataclass
+class Lake:
+    """A synthetic lake and everything written to it (the oracle's input)."""
+
+    lake: SyntheticLake
+    rng: random.Random
+    records: list[Row] = field(default_factory=list)  # every transaction record sent
+    alerts: list[Row] = field(default_factory=list)  # every alert written (replays too)
+    revisions: dict[tuple[str, datetime], int] = field(default_factory=dict)
+    files: dict[str, list[CommittedFile]] = field(default_factory=lambda: defaultdict(list))
+
+    def send(self, transactions: Sequence[Row]) -> list[Row]:
+        """Transactions as the flow lands them: with Kafka offsets, in files of 400."""
+        return self.land(self.lake.offsets.assign(transactions))
+
+    def land(self, records: list[Row]) -> list[Row]:
+        self.records += records
+        self.files["transactions"] += self.lake.commit("transactions", records, rows_per_file=400)
+        return records
+
+    def raise_alerts(self, alerts: Sequence[Row]) -> None:
+        self.alerts += alerts
+        self.files["alerts"] += self.lake.commit("alerts", alerts, rows_per_file=100)
+
+    def aggregate_windows(self, touched: Sequence[Row]) -> None:
+        """(Re)write the merchant_minute rows of every window ``touched`` falls in."""
+        keys = {(t["merchant_id"], window_start(t["event_time"])) for t in touched}
+        alerts = list({a["alert_id"]: a for a in self.alerts}.values())
+        rows = [
+            r
+            for r in merchant_minute_rows(self.records, alerts)
+            if (r["merchant_id"], r["window_start"]) in keys
+        ]
+        for r in rows:  # a window written again is a new revision
+            key = (r["merchant_id"], r["window_start"])
+            r["revision"] = self.revisions[key] = self.revisions.get(key, -1) + 1
+        self.files["merchant_minute"] += self.lake.commit("merchant_minute", rows)
+
+    def new_files(self, dataset: str, since: int) -> set[str]:
+        return {f.path for f in self.files[dataset][since:]}
+
+
+def first_batch(lake: Lake) -> None:
+    """Three days of transactions, resends, a replayed file, alerts and windows."""
+    rng = lake.rng
+    originals = make_transactions(rng, 0, 2_400, day=0, days=3)
+    resent = [dict(t) for t in rng.sample(originals, 48)]  # producer resends, later offsets
+    records = lake.lake.offsets.assign(originals + resent)
+    # A crash after a rename and before the manifest append: the flow writes the batch
+    # again under a new name; the first copy stays, unlisted (the same offsets twice).
+    lake.lake.commit("transactions", records[:400], manifest=False)
+    lake.land(records)
+    alerts = make_alerts(rng, records[: len(originals)], share=0.04)
+    lake.raise_alerts(alerts)
+    lake.lake.commit("alerts", alerts[:5])  # a replayed alert file (same ids again)
+    lake.alerts += alerts[:5]
+    lake.aggregate_windows(records)
+    lake.lake.write_temp_file("transactions", date(2026, 11, 21))  # half-written, hidden
+    lake.lake.write_temp_file("merchant_minute", date(2026, 11, 21))
+
+
+def second_batch(lake: Lake) -> None:
+    """A new day, late events into the first day, resends of loaded transactions."""
+    rng = lake.rng
+    fresh = make_transactions(rng, 10_000, 600, day=3)
+    late = make_transactions(rng, 20_000, 30, day=0, late=True)
+    resent = [
+        {k: v for k, v in t.items() if not k.startswith("_")}
+        for t in rng.sample(lake.records[:2_400], 10)
+    ]
+    records = lake.send(fresh + late + resent)
+    lake.raise_alerts(make_alerts(rng, records[:630], share=0.05))
+    lake.aggregate_windows(records[:630])  # the flow dropped the resends
+    lake.lake.append_torn_manifest_line("transactions")  # a crash mid-append
+
+
+# --------------------------------------------------------------------------------------
+# the oracle
+# --------------------------------------------------------------------------------------
+
+
+def hour_of(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class Oracle:
+    """The marts, computed in Python from what was written to the lake."""
+
+    transactions: dict[str, Row]
+    alerts: dict[str, Row]
+
+    @classmethod
+    def of(cls, lake: Lake) -> Oracle:
+        txns = {t["transaction_id"]: t for t in dedupe_transactions(lake.records)}
+        return cls(txns, {a["alert_id"]: a for a in lake.alerts})
+
+    def merchant_hourly(self) -> dict[tuple[str, datetime], tuple[Any, ...]]:
+        groups: dict[tuple[str, datetime], list[Row]] = defaultdict(list)
+        for t in self.transactions.values():
+            groups[(t["merchant_id"], hour_of(t["event_time"]))].append(t)
+        alerts = Counter(
+            (self.transactions[a["transaction_id"]]["merchant_id"], hour_of(a["event_time"]))
+            for a in self.alerts.values()
+        )
+        out = {}
+        for key, members in groups.items():
+            amounts = [to_money(m["amount"]) for m in members]
+            minutes = {window_start(m["event_time"]) for m in members}
+            out[key] = (
+                len(members),
+                sum(amounts, Decimal(0)),
+                min(amounts),
+                max(amounts),
+                len(minutes),
+                alerts[key],
+            )
+        return out
+
+    def cards(self) -> dict[str, tuple[Any, ...]]:
+        return self._dimension("card_id", Counter(a["card_id"] for a in self.alerts.values()))
+
+    def merchants(self) -> dict[str, tuple[Any, ...]]:
+        alerts = Counter(
+            self.transactions[a["transaction_id"]]["merchant_id"] for a in self.alerts.values()
+        )
+        return self._dimension("merchant_id", alerts)
+
+    def _dimension(self, key: str, alerts: Mapping[str, int]) -> dict[str, tuple[Any, ...]]:
+        groups: dict[str, list[Row]] = defaultdict(list)
+        for t in self.transactions.values():
+            groups[t[key]].append(t)
+        out = {}
+        for k, members in groups.items():
+            countries = Counter(m["country"] for m in members)
+            home = min(countries, key=lambda c: (-countries[c], c))
+            out[k] = (
+                home,
+                min(m["event_time"] for m in members),
+                max(m["event_time"] for m in members),
+                len(members),
+                sum((to_money(m["amount"]) for m in members), Decimal(0)),
+                alerts.get(k, 0),
+            )
+        return out
+
+    def fraud_daily(self) -> dict[tuple[date, str], tuple[Any, ...]]:
+        daily = Counter(t["event_time"].astimezone(UTC).date() for t in self.transactions.values())
+        out = {}
+        for day, txn_count in daily.items():
+            for rule in RULES:
+                fired = [
+                    a
+                    for a in self.alerts.values()
+                    if a["rule"] == rule and a["event_time"].astimezone(UTC).date() == day
+                ]
+                flagged = {a["transaction_id"] for a in fired}
+                at_risk = sum(
+                    (to_money(self.transactions[t]["amount"]) for t in flagged), Decimal(0)
+                )
+                out[(day, rule)] = (len(fired), len(flagged), at_risk, txn_count)
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# the warehouse
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """What the warehouse holds after a build."""
+
+    transactions: dict[str, tuple[Any, ...]]  # transaction_id -> (_offset, _file, listed_at)
+    alert_ids: list[str]
+    merchant_hourly: dict[tuple[str, datetime], tuple[Any, ...]]
+    cards: dict[str, tuple[Any, ...]]
+    merchants: dict[str, tuple[Any, ...]]
+    fraud_daily: dict[tuple[date, str], tuple[Any, ...]]
+    hourly_means: dict[tuple[str, datetime], float]
+    flagged_shares: dict[tuple[date, str], float | None]
+
+    @classmethod
+    def of(cls, home: Path) -> Snapshot:
+        con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+        try:
+
+            def rows(sql: str) -> list[tuple[Any, ...]]:
+                return con.execute(sql).fetchall()
+
+            return cls(
+                transactions={
+                    r[0]: r[1:]
+                    for r in rows(
+                        "select transaction_id, _offset, _file, _lake_listed_at "
+                        "from fct_transactions"
+                    )
+                },
+                alert_ids=[r[0] for r in rows("select alert_id from fct_fraud_alerts")],
+                merchant_hourly={
+                    (r[0], r[1]): r[2:]
+                    for r in rows(
+                        "select merchant_id, hour_start, txn_count, amount_sum, amount_min, "
+                        "amount_max, active_minutes, alert_count from agg_merchant_hourly"
+                    )
+                },
+                cards={
+                    r[0]: r[1:]
+                    for r in rows(
+                        "select card_id, home_country_code, first_seen_at, last_seen_at, "
+                        "txn_count, amount_sum, alert_count from dim_cards"
+                    )
+                },
+                merchants={
+                    r[0]: r[1:]
+                    for r in rows(
+                        "select merchant_id, home_country_code, first_seen_at, last_seen_at, "
+                        "txn_count, amount_sum, alert_count from dim_merchants"
+                    )
+                },
+                fraud_daily={
+                    (r[0], r[1]): r[2:]
+                    for r in rows(
+                        "select event_date, rule, alert_count, flagged_txn_count, "
+                        "amount_at_risk, txn_count from fct_fraud_daily"
+                    )
+                },
+                hourly_means={
+                    (r[0], r[1]): r[2]
+                    for r in rows(
+                        "select merchant_id, hour_start, amount_mean from agg_merchant_hourly"
+                    )
+                },
+                flagged_shares={
+                    (r[0], r[1]): r[2]
+                    for r in rows("select event_date, rule, flagged_share from fct_fraud_daily")
+                },
+            )
+        finally:
+            con.close()
+
+
+def assert_marts_match(snapshot: Snapshot, oracle: Oracle) -> None:
+    assert sorted(snapshot.transactions) == sorted(oracle.transactions)
+    for tid, (offset, _file, _listed) in snapshot.transactions.items():
+        assert offset == oracle.transactions[tid]["_offset"], tid  # the earliest record
+    assert sorted(snapshot.alert_ids) == sorted(oracle.alerts)
+    assert snapshot.merchant_hourly == oracle.merchant_hourly()
+    for key, (count, total, *_rest) in oracle.merchant_hourly().items():
+        assert snapshot.hourly_means[key] == pytest.approx(float(total) / count)
+    assert snapshot.cards == oracle.cards()
+    assert snapshot.merchants == oracle.merchants()
+    assert snapshot.fraud_daily == oracle.fraud_daily()
+    for (day, rule), (_alerts, flagged, _risk, txns) in oracle.fraud_daily().items():
+        assert snapshot.flagged_shares[(day, rule)] == pytest.approx(flagged / txns)
+
+
+def files_named_in(sql: str, dataset: str) -> set[str]:
+    return set(re.findall(rf"'(payments/{dataset}/event_date=[^']+\.parquet)'", sql))
+
+
+def build(home: Path) -> DbtRun:
+    result = run_dbt(home, "build", dbt_vars=DBT_VARS)
+    assert result.ok, result.output[-6000:]
+    return result
+
+
+@dataclass
+class Scenario:
+    lake: Lake
+    first: Snapshot
+    first_oracle: Oracle
+    second: Snapshot
+    second_oracle: Oracle
+    second_run: DbtRun
+    new_files: dict[str, set[str]]
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    """Two micro-batches, a ``dbt build`` after each (the dbt runs are the slow part)."""
+    home = tmp_path_factory.mktemp("warehouse") / "riverbed"
+    lake = Lake(SyntheticLake(home / "lake"), random.Random(20261125))
+
+    first_batch(lake)
+    build(home)
+    first = Snapshot.of(home)
+    first_oracle = Oracle.of(lake)
+
+    seen = {dataset: len(files) for dataset, files in lake.files.items()}
+    second_batch(lake)
+    second_run = build(home)
+    yield Scenario(
+        lake=lake,
+        first=first,
+        first_oracle=first_oracle,
+        second=Snapshot.of(home),
+        second_oracle=Oracle.of(lake),
+        second_run=second_run,
+        new_files={dataset: lake.new_files(dataset, seen[dataset]) for dataset in seen},
+    )
+
+
+# --------------------------------------------------------------------------------------
+# tests
+# --------------------------------------------------------------------------------------
+
+
+def test_full_build_matches_the_oracle(scenario: Scenario) -> None:
+    assert len(scenario.first.transactions) == 2_400  # resends and the replayed file dropped
+    assert_marts_match(scenario.first, scenario.first_oracle)
+
+
+def test_incremental_build_adds_exactly_the_new_rows(scenario: Scenario) -> None:
+    before, after = scenario.first.transactions, scenario.second.transactions
+    assert len(after) == len(before) + 630  # 600 new + 30 late; the 10 resends dropped
+    assert set(before) <= set(after)
+    # rows loaded by the first build are untouched: same record, same load
+    assert {tid: after[tid] for tid in before} == before
+    assert_marts_match(scenario.second, scenario.second_oracle)
+
+
+def test_incremental_build_reads_only_the_new_files(scenario: Scenario) -> None:
+    run = scenario.second_run
+    for model, dataset in [("fct_transactions", "transactions"), ("fct_fraud_alerts", "alerts")]:
+        sql = run.compiled_sql(f"marts/payments/{model}.sql")
+        assert files_named_in(sql, dataset) == scenario.new_files[dataset], model
+    # the hourly aggregate recomputes the dates of new merchant_minute files only
+    sql = run.compiled_sql("marts/payments/agg_merchant_hourly.sql")
+    changed = {
+        f.split("event_date=")[1].split("/")[0] for f in scenario.new_files["merchant_minute"]
+    }
+    assert changed == {"2026-11-20", "2026-11-23"}
+    assert set(re.findall(r"'(\d{4}-\d{2}-\d{2})'", sql)) == changed
+
+
+def test_late_events_update_their_windows(scenario: Scenario) -> None:
+    oracle = scenario.second_oracle.merchant_hourly()
+    late_hours = {
+        (t["merchant_id"], hour_of(t["event_time"]))
+        for t in scenario.second_oracle.transactions.values()
+        if t["late"]
+    }
+    assert late_hours
+    for key in late_hours:
+        assert scenario.second.merchant_hourly[key] == oracle[key]
+        assert scenario.second.merchant_hourly[key] != scenario.first.merchant_hourly.get(key)
+
+
+def test_every_build_passes_the_manifest_reconciliation(scenario: Scenario) -> None:
+    statuses = scenario.second_run.statuses()
+    assert statuses["test.riverbed.assert_manifest_reconciles"] == "pass"
+    assert all(s in ("pass", "success") for s in statuses.values()), statuses
+
+
+# --------------------------------------------------------------------------------------
+# broken input fails the build
+# --------------------------------------------------------------------------------------
+
+
+def _small_lake(home: Path) -> Lake:
+    lake = Lake(SyntheticLake(home / "lake"), random.Random(7))
+    records = lake.send(make_transactions(lake.rng, 0, 300, day=0))
+    lake.raise_alerts(make_alerts(lake.rng, records, share=0.05))
+    lake.aggregate_windows(records)
+    return lake
+
+
+def _alert_without_transaction(lake: Lake) -> None:
+    orphan = dict(lake.alerts[0], alert_id="al-velocity-tx-missing", transaction_id="tx-missing")
+    lake.raise_alerts([orphan])
+
+
+def _unknown_channel(lake: Lake) -> None:
+    lake.send([dict(make_transactions(lake.rng, 900, 1, day=0)[0], channel="mail")])
+
+
+def _manifest_lists_a_missing_file(lake: Lake) -> None:
+    ghost = lake.files["transactions"][0]
+    lake.lake.append_manifest(
+        CommittedFile(
+            path=ghost.path.replace("part-", "part-gone-"),
+            dataset="transactions",
+            event_date=ghost.event_date,
+            rows=10,
+            ranges=ghost.ranges,
+            committed_at=datetime.now(UTC) - timedelta(minutes=1),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("breakage", "failing_test"),
+    [
+        (_alert_without_transaction, "relationships_fct_fraud_alerts_transaction_id"),
+        (_unknown_channel, "accepted_values_fct_transactions_channel"),
+        (_manifest_lists_a_missing_file, "assert_manifest_reconciles"),
+    ],
+    ids=["alert-without-transaction", "unknown-channel", "manifest-lists-missing-file"],
+)
+def test_broken_input_fails_the_build(tmp_path: Path, breakage: Any, failing_test: str) -> None:
+    home = tmp_path / "riverbed"
+    lake = _small_lake(home)
+    breakage(lake)
+    result = run_dbt(home, "build", dbt_vars=DBT_VARS)
+    assert result.returncode != 0, result.output[-4000:]
+    failed = [uid for uid, status in result.statuses().items() if status in ("fail", "error")]
+    assert any(failing_test in uid for uid in failed), (failed, result.output[-4000:])
