@@ -1,5 +1,7 @@
 """Dagster's Kafka assets and checks against the real broker."""
 
+import time
+
 import dagster as dg
 import pytest
 from confluent_kafka import Producer
@@ -24,6 +26,8 @@ def test_materializing_topics_reconciles_and_records_them(
     admin = AdminClient(kafka_settings.kafka_client_config())
     for future in admin.delete_topics([PAYMENTS_ALERTS]).values():
         future.result()
+    while PAYMENTS_ALERTS in admin.list_topics(timeout=10).topics:  # deletion is asynchronous
+        time.sleep(0.1)
 
     result = dg.materialize([kafka_topics], resources={"riverbed": RiverbedResource()})
 
