@@ -9,6 +9,7 @@ still belongs to the same command line before trusting it (pids are reused).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -117,6 +118,32 @@ def stop(deployment: Deployment, timeout: float = 30.0) -> bool:
         os.killpg(deployment.pid, signal.SIGKILL)
         process.wait(10)
     return True
+
+
+def reap_group(deployment: Deployment | None) -> int:
+    """SIGKILL what is left of a dead deployment's process group; how many were left.
+
+    A deployment is the leader of its own process group. If the leader was killed
+    (kill -9, OOM), its children (e.g. Bytewax worker processes) may live on and
+    would consume alongside a redeployed flow; this removes them first.
+    """
+    if deployment is None or is_alive(deployment):
+        return 0
+    leftovers = []
+    for process in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if (
+                os.getpgid(process.pid) == deployment.pid
+                and process.info["create_time"] >= deployment.create_time - 1.0
+            ):
+                leftovers.append(process)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(leftovers, timeout=10)
+    return len(leftovers)
 
 
 def stop_if_alive(deployment: Deployment | None, timeout: float = 30.0) -> bool:

@@ -73,6 +73,7 @@ def deploy(settings: Settings, domain: str) -> DeployOutcome:
         processes.stop(current)
         action = "restarted"
     else:
+        processes.reap_group(current)
         action = "started"
     (directory / "STOPPED").unlink(missing_ok=True)
     deployment = processes.start(

@@ -1,0 +1,629 @@
+"""Benchmark the payments flow against plain confluent-kafka + pyarrow baselines.
+
+    python -m bench.flow_bench throughput [--events 1000000] [--processes 1]
+    python -m bench.flow_bench latency [--rate 5000] [--seconds 60]
+
+throughput: pre-load ``--events`` generated transactions into a fresh copy of the
+payments topics (``bench.``-prefixed, deleted at the end), then drain them into
+the lake twice: with the flow (recovery on, settings as configured) and with a
+baseline, a single plain ``Consumer`` that decodes each message with msgspec,
+batches columns and writes a Parquet file every ``flush_rows`` rows with pyarrow
+(no validation, dedup, fraud or windows). Each figure is events / seconds from
+launch until the consumer group's offsets reach the end of the topic. Goal: the
+flow >= 0.5x the baseline's events/s.
+
+latency: produce at a steady ``--rate`` for ``--seconds`` (event times follow the
+wall clock) and measure, per message, produce -> alert on the alerts topic and
+produce -> row readable in the lake (its file's manifest line appears), p50 and
+p99. The baseline is a plain consumer that relays every message to an output
+topic and writes Parquet on the same flush interval: Kafka's and the file
+cadence's floor. Goals: alert p99 < 500 ms; lake p99 < flush interval + 1 s.
+
+Runs against ``RIVERBED_KAFKA_BOOTSTRAP`` (or the settings' local broker, which
+must be running). Appends a section to ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import confluent_kafka
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from flows.payments import ensure_recovery_store, flow_commands, settings_env
+from producers.kafka_loop import PRODUCER_DEFAULTS
+from producers.payments import GeneratorConfig, PaymentsGenerator
+from riverbed import lake
+from riverbed.contracts.payments import Transaction
+from riverbed.settings import Settings, load_settings
+from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS, topic
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+REPO = Path(__file__).resolve().parent.parent
+PREFIX = "bench."
+SOURCE = PREFIX + PAYMENTS_TRANSACTIONS
+ALERTS = PREFIX + PAYMENTS_ALERTS
+DLQ = PREFIX + PAYMENTS_DLQ
+ECHO = PREFIX + "baseline.echo"
+
+
+# -- topics and input ---------------------------------------------------------------------
+
+
+def recreate_topics(settings: Settings, names: list[str]) -> None:
+    admin = AdminClient(settings.kafka_client_config())
+    existing = set(admin.list_topics(timeout=30).topics)
+    doomed = [n for n in names if n in existing]
+    if doomed:
+        for f in admin.delete_topics(doomed, operation_timeout=30).values():
+            f.result()
+    deadline = time.monotonic() + 60
+    while True:
+        specs = {
+            SOURCE: topic(PAYMENTS_TRANSACTIONS).partitions,
+            ALERTS: topic(PAYMENTS_ALERTS).partitions,
+            DLQ: topic(PAYMENTS_DLQ).partitions,
+            ECHO: topic(PAYMENTS_ALERTS).partitions,
+        }
+        futures = admin.create_topics(
+            [NewTopic(n, specs[n], settings.kafka_replication_factor) for n in names]
+        )
+        try:
+            for f in futures.values():
+                f.result()
+            return
+        except confluent_kafka.KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)  # deletion still in progress
+
+
+def delete_topics(settings: Settings, names: list[str]) -> None:
+    admin = AdminClient(settings.kafka_client_config())
+    for f in admin.delete_topics(names, operation_timeout=30).values():
+        with contextlib.suppress(confluent_kafka.KafkaException):
+            f.result()
+
+
+def preload(settings: Settings, events: int, seed: int = 7) -> float:
+    """Produce ``events`` generated transactions (event time 200/s, ending now); seconds."""
+    rate = 200.0
+    generator = PaymentsGenerator(
+        GeneratorConfig(), seed=seed, start=time.time() - events / rate - 60, rate=rate
+    )
+    producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
+    began = time.monotonic()
+    for i, (key, value) in enumerate(generator.pairs()):
+        if i == events:
+            break
+        while True:
+            try:
+                producer.produce(SOURCE, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(120) == 0, "pre-load did not complete"
+    return time.monotonic() - began
+
+
+def end_offsets(settings: Settings, name: str) -> dict[int, int]:
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "bench.probe"})
+    try:
+        parts = consumer.list_topics(name, timeout=30).topics[name].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)[1] for p in parts
+        }
+    finally:
+        consumer.close()
+
+
+def committed(settings: Settings, group: str, name: str, parts: list[int]) -> dict[int, int]:
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(name, p) for p in parts], timeout=30)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
+# -- the contenders -----------------------------------------------------------------------
+
+
+def bench_settings(settings: Settings, home: Path, group: str, **overrides: object) -> Settings:
+    return load_settings(
+        **{
+            **{name: getattr(settings, name) for name in settings.model_fields_set},
+            "kafka_bootstrap": settings.bootstrap_servers,
+            "home": home,
+            "consumer_group": group,
+            **overrides,
+        }
+    )
+
+
+def start_flow(settings: Settings, processes: int, log: Path) -> list[subprocess.Popen]:
+    ensure_recovery_store(settings)
+    env = {**os.environ, **settings_env(settings)}
+    out = open(log, "ab")  # noqa: SIM115 - lives as long as the processes
+    return [
+        subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        for cmd in flow_commands(settings, processes=processes, topic_prefix=PREFIX)
+    ]
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+class BaselineDrain:
+    """A plain consumer batching the topic into Parquet: the simplest thing that lands data."""
+
+    def __init__(
+        self, settings: Settings, out_dir: Path, *, flush_rows: int, flush_interval_s: float
+    ) -> None:
+        self.settings = settings
+        self.out_dir = out_dir
+        self.flush_rows = flush_rows
+        self.flush_interval_s = flush_interval_s
+        self.stop_event = threading.Event()
+        self.on_file: Callable[[list[str]], None] | None = None
+        self.echo: Producer | None = None
+
+    def run(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        consumer = Consumer(
+            {
+                **self.settings.kafka_client_config(),
+                "group.id": self.settings.consumer_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe([SOURCE])
+        decoder = msgspec.json.Decoder(Transaction)
+        cols: dict[str, list] = {k: [] for k in ("id", "card", "merchant", "amount", "time")}
+        offsets: dict[int, int] = {}
+        last_flush = time.monotonic()
+        seq = 0
+        try:
+            while not self.stop_event.is_set():
+                for msg in consumer.consume(5000, 0.05):
+                    if msg.error() is not None:
+                        continue
+                    if self.echo is not None:
+                        self.echo.produce(ECHO, msg.value(), msg.key())
+                    try:
+                        txn = decoder.decode(msg.value())
+                    except msgspec.MsgspecError:
+                        continue
+                    cols["id"].append(txn.transaction_id)
+                    cols["card"].append(txn.card_id)
+                    cols["merchant"].append(txn.merchant_id)
+                    cols["amount"].append(round(txn.amount * 100))
+                    cols["time"].append(txn.event_time)
+                    offsets[msg.partition()] = msg.offset() + 1
+                if self.echo is not None:
+                    self.echo.poll(0)
+                due = time.monotonic() - last_flush >= self.flush_interval_s
+                if cols["id"] and (len(cols["id"]) >= self.flush_rows or due):
+                    seq += 1
+                    table = pa.table(
+                        {
+                            "transaction_id": cols["id"],
+                            "card_id": cols["card"],
+                            "merchant_id": cols["merchant"],
+                            "amount": lake.money_from_cents(cols["amount"]),
+                            "event_time": cols["time"],
+                        }
+                    )
+                    temp = self.out_dir / f".b{seq:06d}.parquet.tmp"
+                    pq.write_table(table, temp)
+                    os.replace(temp, self.out_dir / f"b{seq:06d}.parquet")
+                    if self.on_file is not None:
+                        self.on_file(cols["id"])
+                    consumer.commit(
+                        offsets=[TopicPartition(SOURCE, p, o) for p, o in offsets.items()],
+                        asynchronous=False,
+                    )
+                    cols = {k: [] for k in cols}
+                    last_flush = time.monotonic()
+        finally:
+            consumer.close()
+
+
+# -- throughput ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drain:
+    name: str
+    seconds: float
+    events: int
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def wait_drained(
+    settings: Settings, group: str, ends: dict[int, int], timeout: float, alive: Callable[[], bool]
+) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if committed(settings, group, SOURCE, sorted(ends)) == ends:
+            return time.monotonic() - began
+        if not alive():
+            raise RuntimeError(f"{group} stopped before draining the topic")
+        time.sleep(0.1)
+    raise RuntimeError(f"{group} did not drain the topic in {timeout:.0f}s")
+
+
+def throughput(settings: Settings, events: int, processes: int, work: Path) -> list[Drain]:
+    recreate_topics(settings, [SOURCE, ALERTS, DLQ])
+    print(f"pre-loading {events:,} events ...", flush=True)
+    print(f"  done in {preload(settings, events):.1f}s", flush=True)
+    ends = end_offsets(settings, SOURCE)
+    total = sum(ends.values())
+
+    flow_settings = bench_settings(settings, work / "flow", "bench.flow")
+    log = work / "flow.log"
+    began = time.monotonic()
+    procs = start_flow(flow_settings, processes, log)
+    try:
+        wait_drained(
+            settings,
+            "bench.flow",
+            ends,
+            1800,
+            lambda: all(p.poll() is None for p in procs),
+        )
+        flow_s = time.monotonic() - began
+    except RuntimeError:
+        print(log.read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        stop(procs)
+    flow = Drain(f"flow ({processes} process{'es' if processes > 1 else ''}, recovery on)", flow_s,
+                 total)  # fmt: skip
+    print(f"  flow: {flow.rate:,.0f} events/s ({flow_s:.1f}s)", flush=True)
+
+    base_settings = bench_settings(settings, work / "baseline", "bench.baseline")
+    drain = BaselineDrain(
+        base_settings,
+        work / "baseline" / "lake",
+        flush_rows=settings.flush_rows,
+        flush_interval_s=settings.flush_interval_s,
+    )
+    thread = threading.Thread(target=drain.run, daemon=True)
+    began = time.monotonic()
+    thread.start()
+    try:
+        base_s = wait_drained(settings, "bench.baseline", ends, 1800, thread.is_alive)
+    finally:
+        drain.stop_event.set()
+        thread.join(30)
+    baseline = Drain("baseline (confluent-kafka Consumer + pyarrow)", base_s, total)
+    print(f"  baseline: {baseline.rate:,.0f} events/s ({base_s:.1f}s)", flush=True)
+    delete_topics(settings, [SOURCE, ALERTS, DLQ])
+    return [flow, baseline]
+
+
+# -- latency -------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class LatencyRun:
+    name: str
+    alert_ms: list[float]
+    lake_ms: list[float]
+
+
+class SteadyProducer:
+    """Generated transactions at a steady rate, event times on the wall clock; remembers
+    when each transaction id was sent."""
+
+    def __init__(self, settings: Settings, rate: float, seconds: float) -> None:
+        self.settings = settings
+        self.rate = rate
+        self.seconds = seconds
+        self.sent: dict[str, float] = {}
+
+    def run(self) -> None:
+        # Enough cards that normal traffic respects the card gap at this rate.
+        config = GeneratorConfig(cards=max(5000, int(self.rate * 25)))
+        generator = PaymentsGenerator(
+            config, seed=11, start=time.time(), rate=self.rate, wall_clock=time.time
+        )
+        producer = Producer(
+            {**self.settings.kafka_client_config(), **PRODUCER_DEFAULTS, "linger.ms": 1}
+        )
+        began = time.monotonic()
+        tick = 0.01
+        n = 0
+        events = iter(generator)
+        while time.monotonic() - began < self.seconds:
+            due = int((time.monotonic() - began) * self.rate)
+            while n < due:
+                event = next(events)
+                producer.produce(SOURCE, event.value, event.key)
+                self.sent[event.transaction_id] = time.time()
+                n += 1
+            producer.poll(0)
+            time.sleep(tick)
+        producer.flush(60)
+
+
+def watch_alerts(settings: Settings, topic_name: str, stop: threading.Event,
+                 seen: dict[str, float]) -> None:  # fmt: skip
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"bench.watch.{time.time()}",
+            "auto.offset.reset": "latest",
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    consumer.subscribe([topic_name])
+    try:
+        while not stop.is_set():
+            msg = consumer.poll(0.05)
+            if msg is None or msg.error() is not None:
+                continue
+            now = time.time()
+            try:
+                body = json.loads(msg.value())
+                txn = body["transaction_id"] if isinstance(body, dict) else None
+            except (ValueError, KeyError):
+                txn = None  # the baseline relays invalid messages too
+            if txn is None:
+                continue
+            seen.setdefault(txn, now)
+    finally:
+        consumer.close()
+
+
+def watch_manifest(lake_dir: Path, stop: threading.Event, seen: dict[str, float]) -> None:
+    path = lake.manifest_path(lake_dir, "transactions")
+    position = 0
+    while not stop.is_set():
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(position)
+                data = handle.read()
+        except FileNotFoundError:
+            data = b""
+        now = time.time()
+        complete = data[: data.rfind(b"\n") + 1]
+        position += len(complete)
+        for line in complete.splitlines():
+            entry = json.loads(line)
+            ids = pq.read_table(lake_dir / entry["path"], columns=["transaction_id"])
+            for txn in ids.column(0).to_pylist():
+                seen.setdefault(txn, now)
+        time.sleep(0.02)
+
+
+def latency_flow(settings: Settings, rate: float, seconds: float, work: Path) -> LatencyRun:
+    recreate_topics(settings, [SOURCE, ALERTS, DLQ])
+    flow_settings = bench_settings(settings, work / "flow-latency", "bench.flow.latency")
+    procs = start_flow(flow_settings, 1, work / "flow-latency.log")
+    stop_event = threading.Event()
+    alerts: dict[str, float] = {}
+    visible: dict[str, float] = {}
+    watchers = [
+        threading.Thread(target=watch_alerts, args=(settings, ALERTS, stop_event, alerts)),
+        threading.Thread(target=watch_manifest, args=(flow_settings.lake_dir, stop_event, visible)),
+    ]
+    try:
+        time.sleep(4)  # the flow is up and polling before the clock starts
+        for w in watchers:
+            w.start()
+        producer = SteadyProducer(settings, rate, seconds)
+        producer.run()
+        time.sleep(settings.flush_interval_s + 3)
+    finally:
+        stop_event.set()
+        for w in watchers:
+            w.join(10)
+        stop(procs)
+    sent = producer.sent
+    return LatencyRun(
+        "flow",
+        [(t - sent[x]) * 1000 for x, t in alerts.items() if x in sent],
+        [(t - sent[x]) * 1000 for x, t in visible.items() if x in sent],
+    )
+
+
+def latency_baseline(settings: Settings, rate: float, seconds: float, work: Path) -> LatencyRun:
+    recreate_topics(settings, [SOURCE, ECHO])
+    base_settings = bench_settings(settings, work / "base-latency", "bench.baseline.latency")
+    drain = BaselineDrain(
+        base_settings,
+        work / "base-latency" / "lake",
+        flush_rows=settings.flush_rows,
+        flush_interval_s=settings.flush_interval_s,
+    )
+    drain.echo = Producer({**settings.kafka_client_config(), "linger.ms": 5})
+    stop_event = threading.Event()
+    echoed: dict[str, float] = {}
+    visible: dict[str, float] = {}
+
+    def on_file(ids: list[str]) -> None:
+        now = time.time()
+        for txn in ids:
+            visible.setdefault(txn, now)
+
+    drain.on_file = on_file
+    threads = [
+        threading.Thread(target=drain.run),
+        threading.Thread(target=watch_alerts, args=(settings, ECHO, stop_event, echoed)),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        producer = SteadyProducer(settings, rate, seconds)
+        producer.run()
+        time.sleep(settings.flush_interval_s + 2)
+    finally:
+        stop_event.set()
+        drain.stop_event.set()
+        for t in threads:
+            t.join(10)
+    sent = producer.sent
+    delete_topics(settings, [ECHO])
+    return LatencyRun(
+        "baseline (Consumer relay to a topic + Parquet on the same interval)",
+        [(t - sent[x]) * 1000 for x, t in echoed.items() if x in sent],
+        [(t - sent[x]) * 1000 for x, t in visible.items() if x in sent],
+    )
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    return (
+        f"{os.cpu_count()} CPUs, {platform.system()} {platform.machine()}, Python "
+        f"{platform.python_version()}, confluent-kafka {confluent_kafka.version()} "
+        f"(librdkafka {confluent_kafka.libversion()[0]}); broker, flow and baseline on one host"
+    )
+
+
+def append_results(text: str) -> None:
+    with open(RESULTS, "a", encoding="utf-8") as handle:
+        handle.write("\n" + text.strip() + "\n")
+
+
+def report_throughput(settings: Settings, drains: list[Drain], events: int, processes: int) -> str:
+    flow, baseline = drains
+    ratio = flow.rate / baseline.rate
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""
+## Payments flow: throughput vs a plain consumer (throughput, {when})
+
+- machine: {machine()}
+- {events:,} generated transactions pre-loaded into a fresh 6-partition topic; each
+  contender drains it into Parquet from launch until its consumer group's offsets reach
+  the end (start-up included)
+- flow: `flows.payments` with recovery, {flow.name.split("(")[1].split(",")[0]}; flush every
+  {settings.flush_interval_s:g}s or {settings.flush_rows:,} rows, a recovery snapshot every
+  {max(1, round(settings.flush_interval_s))}s; validation, resends, fraud, windows, DLQ,
+  alerts, manifest and offset commits included
+- baseline: one `confluent_kafka.Consumer`, msgspec decode, columns -> pyarrow Parquet
+  every {settings.flush_rows:,} rows, commit after each file; nothing else
+
+| contender | seconds | events/s |
+|---|---:|---:|
+| {flow.name} | {flow.seconds:.1f} | {flow.rate:,.0f} |
+| {baseline.name} | {baseline.seconds:.1f} | {baseline.rate:,.0f} |
+
+Ratio flow / baseline: **{ratio:.2f}** (goal >= 0.5).
+
+Reproduce: `python -m bench.flow_bench throughput --events {events} --processes {processes}`
+"""
+
+
+def report_latency(settings: Settings, runs: list[LatencyRun], rate: float, seconds: float) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = []
+    for run in runs:
+        rows.append(
+            f"| {run.name} | {len(run.alert_ms):,} | {percentile(run.alert_ms, 0.5):,.0f} | "
+            f"{percentile(run.alert_ms, 0.99):,.0f} | {len(run.lake_ms):,} | "
+            f"{percentile(run.lake_ms, 0.5):,.0f} | {percentile(run.lake_ms, 0.99):,.0f} |"
+        )
+    flow = runs[0]
+    goal_lake = (settings.flush_interval_s + 1) * 1000
+    return f"""
+## Payments flow: latency at a steady {rate:,.0f} events/s (latency, {when})
+
+- machine: {machine()}
+- {seconds:g}s of generated transactions at {rate:,.0f}/s (event time = wall clock), each
+  contender on its own fresh topics; flush interval {settings.flush_interval_s:g}s
+- alert: produce -> the alert on `payments.alerts` (baseline: the relayed message);
+  lake: produce -> the row's file listed in the manifest (baseline: file renamed)
+
+| contender | alerts | alert p50 ms | alert p99 ms | lake rows | lake p50 ms | lake p99 ms |
+|---|---:|---:|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+Goals: alert p99 < 500 ms (flow: **{percentile(flow.alert_ms, 0.99):,.0f} ms**); lake p99 <
+{goal_lake:,.0f} ms (flush interval + 1 s; flow: **{percentile(flow.lake_ms, 0.99):,.0f} ms**).
+
+Reproduce: `python -m bench.flow_bench latency --rate {rate:g} --seconds {seconds:g}`
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.flow_bench", description=__doc__)
+    parser.add_argument("what", choices=["throughput", "latency"])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=5000.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    work = Path(
+        tempfile.mkdtemp(
+            prefix="flow-bench-", dir=settings.home if settings.home.exists() else None
+        )
+    )
+    try:
+        if args.what == "throughput":
+            drains = throughput(settings, args.events, args.processes, work)
+            text = report_throughput(settings, drains, args.events, args.processes)
+        else:
+            runs = [
+                latency_flow(settings, args.rate, args.seconds, work),
+                latency_baseline(settings, args.rate, args.seconds, work),
+            ]
+            delete_topics(settings, [SOURCE, ALERTS, DLQ])
+            text = report_latency(settings, runs, args.rate, args.seconds)
+        print(text)
+        if not args.no_results:
+            append_results(text)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Flows deployed by Dagster: deploy, survive, die, get redeployed, stop on purpose."""
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from orchestration.definitions import defs
+from orchestration.defs.flows.assets import flow_assets
+from orchestration.defs.flows.sensors import flow_liveness
+from orchestration.lib import flows
+from orchestration.lib.settings import RiverbedResource
+from riverbed import processes
+from riverbed.settings import Settings
+from tests.support.env import use_settings
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def flow_settings(kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    use_settings(monkeypatch, kafka_settings)
+    yield kafka_settings
+    flows.stop(kafka_settings, "payments")
+
+
+def deploy(settings: Settings) -> dict:
+    result = dg.materialize(flow_assets, resources={"riverbed": RiverbedResource()})
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def wait_alive(settings: Settings, seconds: float = 20) -> processes.Deployment:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        deployment = processes.read_deployment(flows.deployment_dir(settings, "payments"))
+        if processes.is_alive(deployment) and deployment is not None:
+            return deployment
+        time.sleep(0.2)
+    raise AssertionError("the flow is not running")
+
+
+def test_a_killed_flow_is_redeployed_by_the_liveness_sensor(flow_settings: Settings) -> None:
+    first = deploy(flow_settings)
+    assert first["action"] == "started"
+    pid = wait_alive(flow_settings).pid
+    assert deploy(flow_settings)["action"] == "unchanged"  # same code, same settings
+
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while processes.is_alive(
+        processes.read_deployment(flows.deployment_dir(flow_settings, "payments"))
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    instance = dg.DagsterInstance.ephemeral()
+    context = dg.build_sensor_context(
+        instance=instance, resources={"riverbed": RiverbedResource()}, definitions=defs()
+    )
+    requests = flow_liveness(context)
+    assert isinstance(requests, list) and len(requests) == 1
+    assert requests[0].asset_selection == [dg.AssetKey(["flows", "payments"])]
+    # Run what the sensor asked for, as the daemon would.
+    redeployed = deploy(flow_settings)
+    assert redeployed["action"] == "started"
+    assert wait_alive(flow_settings).pid != pid
+
+
+def test_stop_flow_job_stops_it_and_liveness_leaves_it_down(flow_settings: Settings) -> None:
+    deploy(flow_settings)
+    wait_alive(flow_settings)
+    result = (
+        defs()
+        .resolve_job_def("stop_flow")
+        .execute_in_process(resources={"riverbed": RiverbedResource()})
+    )
+    assert result.success
+    assert not processes.is_alive(
+        processes.read_deployment(flows.deployment_dir(flow_settings, "payments"))
+    )
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"riverbed": RiverbedResource()},
+        definitions=defs(),
+    )
+    assert isinstance(flow_liveness(context), dg.SkipReason)
+
+
+def test_a_settings_change_restarts_the_flow(
+    flow_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy(flow_settings)
+    before = wait_alive(flow_settings)
+    monkeypatch.setenv("RIVERBED_FLUSH_INTERVAL_S", "3")
+    after = deploy(flow_settings)
+    assert after["action"] == "restarted"
+    assert after["version"] != before.version
+    assert wait_alive(flow_settings).pid != before.pid
