@@ -36,8 +36,10 @@ class FlowConfig:
     spike_min_cents: int = 50_000
     spike_factor: float = 5.0
     travel_kmh: float = 900.0
-    # Two transactions closer than this are one place, whatever the time between them.
-    travel_min_km: float = 1.0
+    # Two transactions closer than this are one place, whatever the time between them:
+    # merchants of one city are kilometres apart, and a card may pay at two of them
+    # seconds apart (and card terminals report their merchant's address, not the card's).
+    travel_min_km: float = 50.0
     testing_count: int = 3
     testing_max_cents: int = 200
     testing_window_us: int = 10 * MINUTE_US
@@ -54,6 +56,7 @@ class FlowConfig:
             spike_min_cents=round(settings.fraud_spike_min_amount * 100),
             spike_factor=settings.fraud_spike_factor,
             travel_kmh=settings.fraud_travel_kmh,
+            travel_min_km=settings.fraud_travel_min_km,
             testing_count=settings.fraud_testing_count,
             testing_max_cents=round(settings.fraud_testing_max_amount * 100),
             testing_window_us=round(settings.fraud_testing_window_s * US),

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     fraud_spike_min_amount: float = Field(500.0, gt=0)
     fraud_spike_factor: float = Field(5.0, gt=1)
     fraud_travel_kmh: float = Field(900.0, gt=0)
+    fraud_travel_min_km: float = Field(
+        50.0, ge=0, description="Closer than this is one place: no travel alert."
+    )
     fraud_testing_count: int = Field(3, ge=2)
     fraud_testing_max_amount: float = Field(2.0, gt=0)
     fraud_testing_window_s: float = Field(600.0, gt=0)

@@ -1,0 +1,218 @@
+"""The whole platform, headless: `python -m orchestration.platform` as `make run` starts it.
+
+The platform runs against the test session's broker, with Dagster's web UI and
+daemon on a free port. The test publishes 50,000 events itself, then waits
+(bounded) until the warehouse marts hold them, and asks Dagster, through its
+GraphQL API, whether the assets materialized and their checks passed. A second
+test opens the UI's asset graph in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from producers.payments import produce_payments
+from riverbed.settings import Settings, load_settings
+from tests.conftest import REPO, recreate_topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+EVENTS = 50_000
+WAIT_S = 420
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def graphql(settings: Settings, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{settings.dagster_port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body
+    return body["data"]
+
+
+@pytest.fixture(scope="module")
+def platform(
+    broker_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    recreate_topics(broker_settings)
+    home = tmp_path_factory.mktemp("platform") / "riverbed"
+    settings = load_settings(
+        kafka_bootstrap=broker_settings.bootstrap_servers,
+        home=home,
+        dagster_port=free_port(),
+        flush_interval_s=2.0,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
+    env.update(settings.to_env())
+    home.mkdir(parents=True)
+    log = open(home.parent / "platform.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.platform", "--no-producer"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until_deployed(settings, process, home.parent / "platform.log")
+        yield settings
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def wait_until_deployed(settings: Settings, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the platform exited early:\n{log.read_text()[-4000:]}")
+        if "press Ctrl-C" in log.read_text():
+            return
+        time.sleep(1)
+    pytest.fail(f"the platform did not come up within 240 s:\n{log.read_text()[-4000:]}")
+
+
+def warehouse_count(settings: Settings, table: str) -> int | None:
+    """Rows in a mart, or None while it does not exist or a build holds the file."""
+    try:
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            return int(con.execute(f"select count(*) from {table}").fetchone()[0])  # type: ignore[index]
+    except duckdb.Error:
+        return None
+
+
+def test_events_reach_the_marts_and_dagster_reports_them(platform: Settings) -> None:
+    summary = produce_payments(platform, rate=0, count=EVENTS, duration=None, seed=11)
+    assert summary.ok and summary.sent == EVENTS
+
+    deadline = time.monotonic() + WAIT_S
+    rows = None
+    while time.monotonic() < deadline:
+        rows = warehouse_count(platform, "main.fct_transactions")
+        if rows is not None and rows >= expected_valid(platform):
+            break
+        time.sleep(5)
+    assert rows == expected_valid(platform), f"fct_transactions holds {rows} rows"
+
+    # Builds keep coming (sensor, schedule): wait until the latest one has finished.
+    deadline = time.monotonic() + 180
+    while True:
+        nodes = asset_nodes(platform)
+        statuses = {
+            f"{key}:{check['name']}": (check["executionForLatestMaterialization"] or {}).get(
+                "status"
+            )
+            for key, node in nodes.items()
+            if key.startswith("warehouse/")
+            for check in node["assetChecksOrError"].get("checks", [])
+        }
+        if "IN_PROGRESS" not in statuses.values() or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    for key in (
+        "kafka/payments_transactions",
+        "flows/payments",
+        "lake/payments/transactions",
+        "warehouse/fct_transactions",
+        "warehouse/fct_fraud_alerts",
+    ):
+        assert nodes[key]["assetMaterializations"], f"{key} never materialized"
+    assert len(statuses) > 20
+    assert {k: v for k, v in statuses.items() if v != "SUCCEEDED"} == {}
+
+
+def asset_nodes(settings: Settings) -> dict[str, dict]:
+    data = graphql(
+        settings,
+        """
+        {
+          assetNodes {
+            assetKey { path }
+            assetMaterializations(limit: 1) { runId }
+            assetChecksOrError {
+              ... on AssetChecks { checks { name executionForLatestMaterialization { status } } }
+            }
+          }
+        }
+        """,
+    )
+    return {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+
+
+_expected: dict[str, int] = {}
+
+
+def expected_valid(settings: Settings) -> int:
+    """Distinct valid transactions among the events seed 11 produced, read back from Kafka."""
+    if "n" not in _expected:
+        from tests.support.topic_reader import distinct_valid_transactions
+
+        _expected["n"] = distinct_valid_transactions(settings)
+    return _expected["n"]
+
+
+def test_the_ui_shows_the_asset_graph(platform: Settings) -> None:
+    """The lineage graph upstream of a mart shows a topic, the flow, a lake dataset, the mart."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `make test` installs Debian's chromium")
+    url = (
+        f"http://127.0.0.1:{platform.dagster_port}/assets/warehouse/fct_transactions"
+        "?view=lineage&lineageScope=upstream&lineageDepth=6"
+    )
+    profile = Path(platform.home) / "chromium-profile"
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--window-size=1600,1000",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    # The graph's nodes and group boxes, as rendered text (long names are elided by the UI).
+    texts = {t.strip() for t in re.findall(r">([^<>]{2,60})<", dom)}
+    groups = {"kafka", "flows", "lake", "warehouse"}
+    nodes = {"payments_alerts", "payments", "transactions", "fct_transactions"}
+    assert groups | nodes <= texts, f"missing on the graph at {url}: {(groups | nodes) - texts}"
