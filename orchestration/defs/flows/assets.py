@@ -1,5 +1,6 @@
 """Flows as assets: materializing one deploys the Bytewax flow as a process of its own."""
 
+import time
 from itertools import pairwise
 
 import dagster as dg
@@ -9,6 +10,7 @@ from orchestration.lib.keys import flow_key, topic_key
 from orchestration.lib.settings import RiverbedResource
 from riverbed import processes
 from riverbed.kafka_admin import consumer_lag
+from riverbed.settings import Settings
 
 ALIVE_CHECK = "alive"
 LAG_CHECK = "consumer_lag_not_growing"
@@ -73,9 +75,10 @@ def _alive_check(spec: flows.FlowSpec) -> dg.AssetChecksDefinition:
     return alive
 
 
-def lag_samples(settings, spec: flows.FlowSpec, samples: int, interval: float) -> list[int]:
-    import time
-
+def lag_samples(
+    settings: Settings, spec: flows.FlowSpec, samples: int, interval: float
+) -> list[int]:
+    """Total lag of the flow's consumer group, sampled ``samples`` times ``interval`` apart."""
     totals = []
     for i in range(samples):
         if i:
