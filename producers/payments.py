@@ -14,8 +14,9 @@ How normal traffic stays clear of the fraud rules (so the labels are the truth):
 * normal purchases happen in the card's home city, at merchants close enough
   that the card-gap never implies more than half the travel speed limit;
 * normal amounts stay within [testing max amount, spike min amount);
-* a card that took part in a fraud pattern is kept out of normal traffic until
-  the pattern can no longer combine with normal spending into an alert.
+* a card that took part in a fraud pattern is kept out of normal traffic (and out
+  of other patterns) until the pattern can no longer combine with normal spending,
+  or with a later pattern, into an alert.
 
 Only the generator's own clock is used: ``start`` is a parameter and time
 advances with exponential inter-arrivals of mean ``1/rate``, so the same seed
@@ -782,6 +783,9 @@ class PaymentsGenerator:
         """4-6 tiny online payments (0.50-1.99) within 5 minutes, at one online merchant.
 
         Spaced wider than the card gap so the series does not also trip velocity.
+        Returns when the card may be used again: once a testing window has passed
+        since the last payment, so a later series on the same card cannot share a
+        window with this one (the flow would raise one alert for both).
         """
         cfg, rng = self.config, self._rng
         n = cfg.testing_count + rng.randint(1, 3)
@@ -792,7 +796,7 @@ class PaymentsGenerator:
         times = self._spaced_times(t, n, low_gap, high_gap)
         for at in times:
             pattern.add(merchant, rng.randrange(50, top), at, CARD_TESTING)
-        return times[-1] + self._card_gap
+        return times[-1] + max(cfg.testing_window_s, self._card_gap)
 
     def _plan_spike(self, pattern: _Pattern, t: float) -> float:
         """Two everyday purchases (10-80), then one of 2,000-9,000 in the home city.

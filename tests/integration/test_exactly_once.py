@@ -19,31 +19,39 @@ with the session broker of ``tests/conftest.py``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from flows.config import FlowConfig
-from flows.payments import ensure_recovery_store, flow_commands, flow_dir, settings_env
-from flows.processor import PartitionProcessor
-from flows.records import AlertRecord, SourceBatch
-from producers.kafka_loop import PRODUCER_DEFAULTS
-from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
+from flows.payments import ensure_recovery_store, flow_dir
+from flows.records import AlertRecord
+from producers.payments import GeneratedEvent
 from riverbed import lake
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS
+from tests.support.flow_harness import (
+    Record,
+    committed_offsets,
+    end_offsets,
+    generate,
+    produce,
+    read_records,
+    read_topic,
+    reference_alerts,
+    scan,
+    start_flow,
+    stop_flow,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -51,155 +59,6 @@ EVENTS = 200_000
 PRODUCE_SECONDS = 30.0
 KILLS = 4
 SEED = 20261125
-EVENT_RATE = 200.0  # events per second of event time (what 5,000 cards carry)
-
-Record = tuple[int, int, bytes | None, bytes | None, int]  # partition, offset, key, value, ts
-
-
-# -- input ------------------------------------------------------------------------------
-
-
-def generate(n: int, seed: int) -> list[GeneratedEvent]:
-    span = n / EVENT_RATE
-    start = time.time() - span - 120  # all event times in the past: none is "future"
-    generator = PaymentsGenerator(GeneratorConfig(), seed=seed, start=start, rate=EVENT_RATE)
-    events = []
-    for event in generator:
-        events.append(event)
-        if len(events) == n:
-            return events
-    raise AssertionError("generator ended early")
-
-
-def produce_paced(settings: Settings, events: list[GeneratedEvent], seconds: float) -> None:
-    producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
-    failures: list[str] = []
-
-    def report(err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    began = time.monotonic()
-    chunk = 1000
-    for i in range(0, len(events), chunk):
-        for event in events[i : i + chunk]:
-            while True:
-                try:
-                    producer.produce(
-                        PAYMENTS_TRANSACTIONS, event.value, event.key, on_delivery=report
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        producer.poll(0)
-        due = began + seconds * (i + chunk) / len(events)
-        time.sleep(max(0.0, due - time.monotonic()))
-    assert producer.flush(60) == 0
-    assert not failures, failures[:3]
-
-
-def read_topic(settings: Settings, topic: str) -> Iterator:
-    """Every message of a topic, partition by partition, in offset order."""
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": "test.readback",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            position = low
-            while position < high:
-                for msg in consumer.consume(10_000, 0.1):
-                    assert msg.error() is None, msg.error()
-                    position = msg.offset() + 1
-                    yield msg
-            consumer.unassign()
-    finally:
-        consumer.close()
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": "test.readback"})
-    try:
-        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in parts
-        }
-    finally:
-        consumer.close()
-
-
-def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.consumer_group})
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
-        return {tp.partition: tp.offset for tp in tps}
-    finally:
-        consumer.close()
-
-
-# -- running the flow -----------------------------------------------------------------
-
-
-def start_flow(settings: Settings, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, **settings_env(settings)}
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            flow_commands(settings, recovery=True)[0],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-
-
-def stop_flow(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen, log: Path
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"flow exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
-
-
-# -- the reference: the same logic, uninterrupted, in this process ---------------------
-
-
-def reference_alerts(records: list[Record], config: FlowConfig) -> list[AlertRecord]:
-    by_partition: dict[int, list[Record]] = {}
-    for r in records:
-        by_partition.setdefault(r[0], []).append(r)
-    alerts: list[AlertRecord] = []
-    for p, recs in sorted(by_partition.items()):
-        processor = PartitionProcessor(p, config)
-        for i in range(0, len(recs), 5000):
-            chunk = recs[i : i + 5000]
-            raw = [(o, k, v, ts) for _p, o, k, v, ts in chunk]
-            out = processor.process(SourceBatch(p, raw, chunk[-1][1] + 1), 0)
-            alerts.extend(out.batch.alerts)
-    return alerts
 
 
 def alert_fact(alert_id: str, rule: str, card: str, txn: str, event_us: int, score: float,
@@ -226,7 +85,10 @@ def test_exactly_once_through_sigkills(kafka_settings: Settings, tmp_path: Path)
     ensure_recovery_store(settings)
 
     producing = threading.Thread(
-        target=produce_paced, args=(settings, events, PRODUCE_SECONDS), daemon=True
+        target=produce,
+        args=(settings, events),
+        kwargs={"seconds": PRODUCE_SECONDS},
+        daemon=True,
     )
     producing.start()
     time.sleep(1.0)  # the flow starts on a topic that already has data in every partition
@@ -234,11 +96,11 @@ def test_exactly_once_through_sigkills(kafka_settings: Settings, tmp_path: Path)
     kills = 0
     status_file = flow_dir(settings) / "status.json"
     while kills < KILLS or producing.is_alive():
-        proc = start_flow(settings, log)
+        (proc,) = start_flow(settings, log)
         if kills == 0:
             # The first kill right after the first flush committed offsets, which is
             # before Bytewax's first snapshot: the restart must not resume at them.
-            wait_until(status_file.exists, 60, "the first flush", proc, log)
+            wait_until(status_file.exists, 60, "the first flush", [proc], log)
         else:
             time.sleep(rng.uniform(2.0, 8.0))
         assert proc.poll() is None, log.read_text()[-4000:]
@@ -251,10 +113,7 @@ def test_exactly_once_through_sigkills(kafka_settings: Settings, tmp_path: Path)
     producing.join()
 
     # Read the input back as the broker stored it: the truth to compare with.
-    records: list[Record] = [
-        (m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
-        for m in read_topic(settings, PAYMENTS_TRANSACTIONS)
-    ]
+    records = read_records(settings)
     assert len(records) == EVENTS
     ends = end_offsets(settings, PAYMENTS_TRANSACTIONS)
     partitions = sorted(ends)
@@ -263,25 +122,25 @@ def test_exactly_once_through_sigkills(kafka_settings: Settings, tmp_path: Path)
     alerts = reference_alerts(records, config)
     expected_windows = expected_merchant_minute(records, truth, config, alerts)
 
-    proc = start_flow(settings, log)
+    procs = start_flow(settings, log)
     try:
         wait_until(
             lambda: committed_offsets(settings, PAYMENTS_TRANSACTIONS, partitions) == ends,
             120,
             "the group offsets to reach the end of the topic",
-            proc,
+            procs,
             log,
         )
         wait_until(
             lambda: lake_window_count(settings) >= len(expected_windows),
             60,
             "every window to close",
-            proc,
+            procs,
             log,
         )
         time.sleep(1.5)  # one more flush: anything still to come would show up now
     finally:
-        stop_flow(proc)
+        stop_flow(procs)
     assert kills >= 3
 
     check_transactions(settings, records, truth)
@@ -298,13 +157,11 @@ def test_exactly_once_through_sigkills(kafka_settings: Settings, tmp_path: Path)
 # -- checks ------------------------------------------------------------------------------
 
 
-def _scan(settings: Settings, dataset: str) -> str:
-    return lake.scan_sql(settings.lake_dir, dataset)
-
-
 def lake_window_count(settings: Settings) -> int:
-    scan = _scan(settings, "merchant_minute")
-    query = f"select count(distinct (merchant_id, window_start)) from {scan}"
+    query = (
+        "select count(distinct (merchant_id, window_start)) "
+        f"from {scan(settings, 'merchant_minute')}"
+    )
     return duckdb.sql(query).fetchall()[0][0]
 
 
@@ -327,7 +184,7 @@ def check_transactions(
     settings: Settings, records: list[Record], truth: dict[bytes | None, GeneratedEvent]
 ) -> None:
     rows = duckdb.sql(
-        f"select _partition, _offset, transaction_id from {_scan(settings, 'transactions')}"
+        f"select _partition, _offset, transaction_id from {scan(settings, 'transactions')}"
     ).fetchall()
     where = Counter((p, o) for p, o, _t in rows)
     dupes = [k for k, n in where.items() if n > 1]
@@ -386,7 +243,7 @@ def check_alerts(settings: Settings, reference: list[AlertRecord]) -> None:
     )
     rows = duckdb.sql(
         f"select alert_id, rule, card_id, transaction_id, epoch_us(event_time), score, details "
-        f"from {_scan(settings, 'alerts')}"
+        f"from {scan(settings, 'alerts')}"
     ).fetchall()
     in_lake = Counter(alert_fact(*r) for r in rows)
     assert max(in_lake.values()) == 1, "an alert is in the lake twice"
@@ -469,7 +326,7 @@ def check_merchant_minute(settings: Settings, expected: list[tuple]) -> None:
         f"""
         select merchant_id, epoch_us(window_start), txn_count, amount_sum, amount_min,
                amount_max, distinct_cards, alert_count, amount_mean
-        from {_scan(settings, "merchant_minute")}
+        from {scan(settings, "merchant_minute")}
         qualify revision = max(revision) over (partition by merchant_id, window_start)
         order by all
         """
@@ -495,5 +352,5 @@ def check_manifest(settings: Settings) -> None:
         listed = Counter(e["path"] for e in entries)
         assert max(listed.values(), default=1) == 1, f"{dataset}: a file listed twice"
         assert set(listed) == files, f"{dataset}: manifest and files differ"
-        rows = duckdb.sql(f"select count(*) from {_scan(settings, dataset)}").fetchall()[0][0]
+        rows = duckdb.sql(f"select count(*) from {scan(settings, dataset)}").fetchall()[0][0]
         assert sum(e["rows"] for e in entries) == rows

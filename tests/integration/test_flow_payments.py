@@ -7,155 +7,36 @@ cluster named by ``RIVERBED_TEST_BOOTSTRAP``): the declared topics, empty.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import duckdb
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from flows.config import FlowConfig
 from flows.kafka_outputs import Delivered, KafkaOutputs, delivered_since
 from flows.kafka_source import KafkaPartitionedSource
-from flows.payments import flow_commands, flow_dir, settings_env
-from flows.processor import PartitionProcessor
+from flows.payments import flow_dir
 from flows.records import AlertRecord, DlqRecord, SourceBatch
 from flows.status import read_status
-from producers.kafka_loop import PRODUCER_DEFAULTS
-from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed import lake
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS
+from tests.support.flow_harness import (
+    committed_offsets,
+    drained,
+    generate,
+    produce,
+    read_records,
+    read_topic,
+    reference_alerts,
+    run_until,
+    scan,
+)
 
 pytestmark = pytest.mark.kafka
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def generate(n: int, seed: int) -> list[GeneratedEvent]:
-    gen = PaymentsGenerator(
-        GeneratorConfig(), seed=seed, start=time.time() - n / 200 - 60, rate=200
-    )
-    events = []
-    for event in gen:
-        events.append(event)
-        if len(events) == n:
-            return events
-    raise AssertionError
-
-
-def produce(settings: Settings, events: list[GeneratedEvent]) -> None:
-    producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
-    errors: list[KafkaError] = []
-    for e in events:
-        while True:
-            try:
-                producer.produce(
-                    PAYMENTS_TRANSACTIONS,
-                    e.value,
-                    e.key,
-                    on_delivery=lambda err, _m: err and errors.append(err),
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0 and not errors
-
-
-def read_topic(settings: Settings, topic: str) -> Iterator[Message]:
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": "test.readback"})
-    try:
-        for p in sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            position = low
-            while position < high:
-                for msg in consumer.consume(10_000, 0.1):
-                    assert msg.error() is None, msg.error()
-                    position = msg.offset() + 1
-                    yield msg
-            consumer.unassign()
-    finally:
-        consumer.close()
-
-
-def offsets(settings: Settings, *, committed: bool) -> dict[int, int]:
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.consumer_group})
-    try:
-        parts = (
-            consumer.list_topics(PAYMENTS_TRANSACTIONS, timeout=30)
-            .topics[PAYMENTS_TRANSACTIONS]
-            .partitions
-        )
-        tps = [TopicPartition(PAYMENTS_TRANSACTIONS, p) for p in parts]
-        if committed:
-            return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=30)}
-        return {tp.partition: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in tps}
-    finally:
-        consumer.close()
-
-
-def run_until(
-    settings: Settings, done: Callable[[], bool], *, processes: int = 1, recovery: bool = True,
-    timeout: float = 120,
-) -> None:  # fmt: skip
-    """Run the flow's processes until ``done()``, then stop them (SIGINT)."""
-    if recovery:
-        from flows.payments import ensure_recovery_store
-
-        ensure_recovery_store(settings)
-    env = {**os.environ, **settings_env(settings)}
-    log = settings.home / "flow.log"
-    settings.home.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        procs = [
-            subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-            for cmd in flow_commands(settings, processes=processes, recovery=recovery)
-        ]
-    try:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert all(p.poll() is None for p in procs), log.read_text()[-4000:]
-            assert time.monotonic() < deadline, "timed out:\n" + log.read_text()[-4000:]
-            time.sleep(0.3)
-        time.sleep(1.0)
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def drained(settings: Settings) -> Callable[[], bool]:
-    ends = offsets(settings, committed=False)
-    return lambda: offsets(settings, committed=True) == ends
-
-
-def scan(settings: Settings, dataset: str) -> str:
-    return lake.scan_sql(settings.lake_dir, dataset)
-
-
-def reference_alerts(settings: Settings) -> list[AlertRecord]:
-    by_partition: dict[int, list] = {}
-    for m in read_topic(settings, PAYMENTS_TRANSACTIONS):
-        by_partition.setdefault(m.partition(), []).append(
-            (m.offset(), m.key(), m.value(), m.timestamp()[1])
-        )
-    alerts = []
-    for p, recs in by_partition.items():
-        out = PartitionProcessor(p, FlowConfig()).process(SourceBatch(p, recs, recs[-1][0] + 1), 0)
-        alerts += out.batch.alerts
-    return alerts
 
 
 def flow_settings(kafka_settings: Settings, **overrides: object) -> Settings:
@@ -196,7 +77,8 @@ def test_two_processes_land_everything_once(kafka_settings: Settings) -> None:
     assert b":" in headers["error"]
 
     published = [json.loads(m.value()) for m in read_topic(settings, PAYMENTS_ALERTS)]
-    expected = {(a.alert_id, a.rule, a.transaction_id) for a in reference_alerts(settings)}
+    reference = reference_alerts(read_records(settings), FlowConfig())
+    expected = {(a.alert_id, a.rule, a.transaction_id) for a in reference}
     assert Counter((a["alert_id"], a["rule"], a["transaction_id"]) for a in published) == Counter(
         expected
     )
@@ -235,10 +117,10 @@ def test_without_recovery_a_restart_resumes_at_the_committed_offsets(
     first, second = generate(6_000, seed=8), generate(4_000, seed=9)
     produce(settings, first)
     run_until(settings, drained(settings), recovery=False)
-    committed = offsets(settings, committed=True)
+    committed = committed_offsets(settings)
     assert sum(committed.values()) == len(first), "kafka-consumer-groups sees no lag"
     produce(settings, second)
-    assert sum(offsets(settings, committed=True).values()) == len(first), "lag until it runs"
+    assert sum(committed_offsets(settings).values()) == len(first), "lag until it runs"
     run_until(settings, drained(settings), recovery=False)
 
     valid = {e.transaction_id for e in first + second if e.valid}

@@ -33,7 +33,8 @@ def test_materializing_topics_reconciles_and_records_them(
 
     assert result.success
     materializations = {
-        m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events()
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.get_asset_materialization_events()
         for m in [m.step_materialization_data.materialization]
     }
     assert set(materializations) == {f"kafka/{s.name.replace('.', '_')}" for s in CATALOG}

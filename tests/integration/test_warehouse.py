@@ -3,8 +3,13 @@
 A known input (a few thousand transactions with resends, a replayed batch, alerts,
 merchant_minute rows) is written exactly as the flow writes the lake; ``dbt build``
 must produce marts equal to an oracle computed here in Python. A second micro-batch
-(a new day, late events into an old day, resends of loaded transactions) must add
-exactly the new rows, reading only the new files. Broken inputs must fail the build.
+(a new day, late events and stragglers into an old day, resends of loaded
+transactions) must add exactly the new rows, reading only the new files. Broken
+inputs must fail the build.
+
+Late events (``late`` true: past the allowed lateness) are kept in the transactions
+and join no window; stragglers (within the allowed lateness, but after their window
+was written) make the flow write their window again, with a higher revision.
 """
 
 from __future__ import annotations
@@ -124,8 +129,9 @@ class Lake:
         self.files["alerts"] += self.lake.commit("alerts", alerts, rows_per_file=100)
 
     def aggregate_windows(self, touched: Sequence[Row]) -> None:
-        """(Re)write the merchant_minute rows of every window ``touched`` falls in."""
-        keys = {(t["merchant_id"], window_start(t["event_time"])) for t in touched}
+        """(Re)write the merchant_minute rows of every window an on-time transaction of
+        ``touched`` falls in (a late one joins no window)."""
+        keys = {(t["merchant_id"], window_start(t["event_time"])) for t in touched if not t["late"]}
         alerts = list({a["alert_id"]: a for a in self.alerts}.values())
         rows = [
             r
@@ -161,17 +167,20 @@ def first_batch(lake: Lake) -> None:
 
 
 def second_batch(lake: Lake) -> None:
-    """A new day, late events into the first day, resends of loaded transactions."""
+    """A new day, late events and stragglers into the first day, resends of loaded
+    transactions."""
     rng = lake.rng
     fresh = make_transactions(rng, 10_000, 600, day=3)
     late = make_transactions(rng, 20_000, 30, day=0, late=True)
+    stragglers = make_transactions(rng, 30_000, 20, day=0)
     resent = [
         {k: v for k, v in t.items() if not k.startswith("_")}
         for t in rng.sample(lake.records[:2_400], 10)
     ]
-    records = lake.send(fresh + late + resent)
-    lake.raise_alerts(make_alerts(rng, records[:630], share=0.05))
-    lake.aggregate_windows(records[:630])  # the flow dropped the resends
+    records = lake.send(fresh + late + stragglers + resent)
+    new = records[:650]  # the flow dropped the resends
+    lake.raise_alerts(make_alerts(rng, new, share=0.05))
+    lake.aggregate_windows(new)
     lake.lake.append_torn_manifest_line("transactions")  # a crash mid-append
 
 
@@ -197,12 +206,15 @@ class Oracle:
         return cls(txns, {a["alert_id"]: a for a in lake.alerts})
 
     def merchant_hourly(self) -> dict[tuple[str, datetime], tuple[Any, ...]]:
+        """The on-time transactions (late ones join no window) per merchant and hour."""
+        on_time = {k: t for k, t in self.transactions.items() if not t["late"]}
         groups: dict[tuple[str, datetime], list[Row]] = defaultdict(list)
-        for t in self.transactions.values():
+        for t in on_time.values():
             groups[(t["merchant_id"], hour_of(t["event_time"]))].append(t)
         alerts = Counter(
-            (self.transactions[a["transaction_id"]]["merchant_id"], hour_of(a["event_time"]))
+            (on_time[a["transaction_id"]]["merchant_id"], hour_of(a["event_time"]))
             for a in self.alerts.values()
+            if a["transaction_id"] in on_time
         )
         out = {}
         for key, members in groups.items():
@@ -414,7 +426,7 @@ def test_full_build_matches_the_oracle(scenario: Scenario) -> None:
 
 def test_incremental_build_adds_exactly_the_new_rows(scenario: Scenario) -> None:
     before, after = scenario.first.transactions, scenario.second.transactions
-    assert len(after) == len(before) + 630  # 600 new + 30 late; the 10 resends dropped
+    assert len(after) == len(before) + 650  # 600 new, 30 late, 20 stragglers; no resend
     assert set(before) <= set(after)
     # rows loaded by the first build are untouched: same record, same load
     assert {tid: after[tid] for tid in before} == before
@@ -435,17 +447,28 @@ def test_incremental_build_reads_only_the_new_files(scenario: Scenario) -> None:
     assert set(re.findall(r"'(\d{4}-\d{2}-\d{2})'", sql)) == changed
 
 
-def test_late_events_update_their_windows(scenario: Scenario) -> None:
+def test_stragglers_update_their_windows(scenario: Scenario) -> None:
     oracle = scenario.second_oracle.merchant_hourly()
-    late_hours = {
+    straggler_hours = {
         (t["merchant_id"], hour_of(t["event_time"]))
-        for t in scenario.second_oracle.transactions.values()
-        if t["late"]
+        for tid, t in scenario.second_oracle.transactions.items()
+        if tid not in scenario.first_oracle.transactions
+        and not t["late"]
+        and t["event_time"] < DAY0 + timedelta(days=1)
     }
-    assert late_hours
-    for key in late_hours:
+    assert straggler_hours
+    for key in straggler_hours:
         assert scenario.second.merchant_hourly[key] == oracle[key]
         assert scenario.second.merchant_hourly[key] != scenario.first.merchant_hourly.get(key)
+
+
+def test_late_events_are_kept_but_join_no_window(scenario: Scenario) -> None:
+    txns = scenario.second_oracle.transactions
+    late = {tid for tid, t in txns.items() if t["late"]}
+    assert len(late) == 30
+    assert late <= set(scenario.second.transactions)
+    counted = sum(row[0] for row in scenario.second.merchant_hourly.values())
+    assert counted == len(txns) - len(late)
 
 
 def test_every_build_passes_the_manifest_reconciliation(scenario: Scenario) -> None:

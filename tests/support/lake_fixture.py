@@ -19,8 +19,10 @@ Typical use::
     lake.commit("transactions", txns)               # one file per event_date
     lake.commit("merchant_minute", merchant_minute_rows(txns, alerts))
 
-The helpers :func:`dedupe_transactions` and :func:`merchant_minute_rows` are the
-reference (oracle) semantics tests compare the warehouse against.
+The schemas and paths are :mod:`riverbed.lake`'s own, so the fixture cannot drift
+from what the flow writes. The helpers :func:`dedupe_transactions` and
+:func:`merchant_minute_rows` are the reference (oracle) semantics tests compare the
+warehouse against.
 """
 
 from __future__ import annotations
@@ -43,81 +45,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-DOMAIN = "payments"
-TRANSACTIONS_TOPIC = "payments.transactions"
-DATASETS = ("transactions", "alerts", "merchant_minute")
+from riverbed import lake
+from riverbed.lake import MONEY, PARTITION_TIME_COLUMN, SCHEMAS, TS, OffsetRange
+from riverbed.topics import PAYMENTS_TRANSACTIONS
+
+DOMAIN = lake.DEFAULT_DOMAIN
 CENT = Decimal("0.01")
-
-_TS = pa.timestamp("us", tz="UTC")
-_MONEY = pa.decimal128(18, 2)
-_OFFSET_FIELDS = [
-    pa.field("_topic", pa.string()),
-    pa.field("_partition", pa.int32()),
-    pa.field("_offset", pa.int64()),
-]
-
-TRANSACTIONS_SCHEMA = pa.schema(
-    [
-        pa.field("transaction_id", pa.string()),
-        pa.field("card_id", pa.string()),
-        pa.field("merchant_id", pa.string()),
-        pa.field("mcc", pa.string()),
-        pa.field("amount", _MONEY),
-        pa.field("currency", pa.string()),
-        pa.field("country", pa.string()),
-        pa.field("lat", pa.float64()),
-        pa.field("lon", pa.float64()),
-        pa.field("channel", pa.string()),
-        pa.field("event_time", _TS),
-        pa.field("late", pa.bool_()),
-        *_OFFSET_FIELDS,
-    ]
-)
-
-ALERTS_SCHEMA = pa.schema(
-    [
-        pa.field("alert_id", pa.string()),
-        pa.field("rule", pa.string()),
-        pa.field("card_id", pa.string()),
-        pa.field("transaction_id", pa.string()),
-        pa.field("event_time", _TS),
-        pa.field("detected_at", _TS),
-        pa.field("score", pa.float64()),
-        pa.field("details", pa.string()),
-        *_OFFSET_FIELDS,
-    ]
-)
-
-MERCHANT_MINUTE_SCHEMA = pa.schema(
-    [
-        pa.field("merchant_id", pa.string()),
-        pa.field("window_start", _TS),
-        pa.field("window_end", _TS),
-        pa.field("txn_count", pa.int64()),
-        pa.field("amount_sum", _MONEY),
-        pa.field("amount_min", _MONEY),
-        pa.field("amount_max", _MONEY),
-        pa.field("amount_mean", pa.float64()),
-        pa.field("distinct_cards", pa.int64()),
-        pa.field("alert_count", pa.int64()),
-        # 0 for a window's first row; a window corrected by late events is written
-        # again, whole, with revision + 1 (readers take the highest)
-        pa.field("revision", pa.int32()),
-    ]
-)
-
-SCHEMAS: dict[str, pa.Schema] = {
-    "transactions": TRANSACTIONS_SCHEMA,
-    "alerts": ALERTS_SCHEMA,
-    "merchant_minute": MERCHANT_MINUTE_SCHEMA,
-}
-
-#: The column whose UTC date is a row's ``event_date`` partition.
-PARTITION_TIME_COLUMN: dict[str, str] = {
-    "transactions": "event_time",
-    "alerts": "event_time",
-    "merchant_minute": "window_start",
-}
 
 Row = dict[str, Any]
 
@@ -146,9 +79,9 @@ def _normalise(dataset: str, row: Mapping[str, Any]) -> Row:
     for f in SCHEMAS[dataset]:
         value = row.get(f.name)
         if value is not None:
-            if f.type == _TS:
+            if f.type == TS:
                 value = to_utc(value)
-            elif f.type == _MONEY:
+            elif f.type == MONEY:
                 value = to_money(value)
         out[f.name] = value
     if dataset == "transactions" and out["late"] is None:
@@ -172,7 +105,7 @@ class OffsetAssigner:
     gets a later offset in the same partition.
     """
 
-    topic: str = TRANSACTIONS_TOPIC
+    topic: str = PAYMENTS_TRANSACTIONS
     partitions: int = 3
     key: str = "card_id"
     next_offset: dict[int, int] = field(default_factory=dict)
@@ -193,22 +126,6 @@ class OffsetAssigner:
 # --------------------------------------------------------------------------------------
 # files and the manifest
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OffsetRange:
-    topic: str
-    partition: int
-    first_offset: int
-    last_offset: int
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "topic": self.topic,
-            "partition": self.partition,
-            "first_offset": self.first_offset,
-            "last_offset": self.last_offset,
-        }
 
 
 @dataclass(frozen=True)
@@ -257,10 +174,10 @@ class SyntheticLake:
 
     # --- paths -------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
-        return self.root / self.domain / dataset
+        return lake.dataset_dir(self.root, dataset, self.domain)
 
     def manifest_path(self, dataset: str) -> Path:
-        return self.root / "_manifest" / self.domain / f"{dataset}.jsonl"
+        return lake.manifest_path(self.root, dataset, self.domain)
 
     # --- writing -----------------------------------------------------------------------
     def to_table(self, dataset: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Table:
@@ -386,10 +303,12 @@ def merchant_minute_rows(
 ) -> list[Row]:
     """The ``merchant_minute`` rows the flow computes from (deduplicated) transactions.
 
-    ``alert_count`` counts alerts whose transaction falls in the window; ``revision`` is
-    0 (a caller writing a window again sets it higher).
+    A late transaction (``late`` true: older than its partition's watermark when it
+    came) joins no window: it is only in ``transactions``. ``alert_count`` counts the
+    alerts whose transaction is in the window; ``revision`` is 0 (a caller writing a
+    window again sets it higher).
     """
-    txns = dedupe_transactions(transactions)
+    txns = [t for t in dedupe_transactions(transactions) if not t.get("late")]
     merchant_of = {t["transaction_id"]: t for t in txns}
     groups: dict[tuple[str, datetime], list[Mapping[str, Any]]] = defaultdict(list)
     for t in txns:

@@ -294,9 +294,14 @@ def test_velocity_bursts_and_card_testing_series_have_their_shape(stream: list[E
 
 def test_spikes_are_large_against_the_cards_mean(stream: list[Emitted]) -> None:
     spikes = [item.event for item in stream if item.event.fraud_kind == AMOUNT_SPIKE]
+    spiked_before: set[str] = set()
     for event in spikes:
         txn, _ = decode_transaction(event.value, now=_far_future())
-        assert 2000.0 <= txn.amount <= 9000.0
+        # 2,000-9,000; more only when an earlier spike on the card raised its mean
+        assert 2000.0 <= txn.amount <= 9000.0 or (
+            txn.amount > 9000.0 and event.card_id in spiked_before
+        )
+        spiked_before.add(event.card_id)
 
 
 def test_impossible_travel_needs_more_than_the_speed_limit(stream: list[Emitted]) -> None:

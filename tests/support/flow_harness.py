@@ -1,0 +1,279 @@
+"""Running the real payments flow against the real broker, for the integration tests.
+
+Input in (:func:`generate`, :func:`produce`), the topic read back as the broker
+stored it (:func:`read_topic`, :func:`read_records`), the flow's processes started
+and stopped exactly as a deployment runs them (:func:`start_flow`, :func:`stop_flow`,
+:func:`run_until`), the consumer group's progress (:func:`end_offsets`,
+:func:`committed_offsets`, :func:`drained`), and the reference alerts: the flow's
+own partition logic run uninterrupted in the test process (:func:`reference_alerts`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from flows.config import FlowConfig
+from flows.payments import ensure_recovery_store, flow_commands, settings_env
+from flows.processor import PartitionProcessor
+from flows.records import AlertRecord, SourceBatch
+from producers.kafka_loop import PRODUCER_DEFAULTS
+from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
+from riverbed import lake
+from riverbed.settings import Settings
+from riverbed.topics import PAYMENTS_TRANSACTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Events per second of event time (what the generator's 5,000 cards carry).
+EVENT_RATE = 200.0
+
+#: One message as the broker stored it: partition, offset, key, value, timestamp (ms).
+Record = tuple[int, int, bytes | None, bytes | None, int]
+
+
+# -- input ------------------------------------------------------------------------------
+
+
+def generate(
+    n: int, seed: int, *, rate: float = EVENT_RATE, start: float | None = None
+) -> list[GeneratedEvent]:
+    """``n`` generated events; by default all event times in the past (none is "future")."""
+    if start is None:
+        start = time.time() - n / rate - 120
+    generator = PaymentsGenerator(GeneratorConfig(), seed=seed, start=start, rate=rate)
+    events = []
+    for event in generator:
+        events.append(event)
+        if len(events) == n:
+            return events
+    raise AssertionError("generator ended early")
+
+
+def produce(
+    settings: Settings,
+    events: Sequence[GeneratedEvent],
+    *,
+    timestamps_ms: Sequence[int] | None = None,
+    seconds: float | None = None,
+    topic: str = PAYMENTS_TRANSACTIONS,
+) -> None:
+    """Publish ``events`` in order, keyed by card; every one must be acknowledged.
+
+    ``timestamps_ms``: the Kafka timestamp of each event (the broker's clock if None).
+    ``seconds``: spread the sending over about this long instead of sending at once.
+    """
+    producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
+    failures: list[KafkaError] = []
+
+    def report(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failures.append(err)
+
+    extra: dict[str, int] = {}
+    began = time.monotonic()
+    chunk = 1000
+    for i in range(0, len(events), chunk):
+        for j in range(i, min(i + chunk, len(events))):
+            if timestamps_ms is not None:
+                extra["timestamp"] = timestamps_ms[j]
+            while True:
+                try:
+                    producer.produce(
+                        topic, events[j].value, events[j].key, on_delivery=report, **extra
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+        if seconds is not None:
+            due = began + seconds * (i + chunk) / len(events)
+            time.sleep(max(0.0, due - time.monotonic()))
+    assert producer.flush(60) == 0
+    assert not failures, failures[:3]
+
+
+# -- reading topics back ----------------------------------------------------------------
+
+
+def read_topic(settings: Settings, topic: str) -> Iterator[Message]:
+    """Every message of a topic, partition by partition, in offset order."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": "test.readback",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            position = low
+            while position < high:
+                for msg in consumer.consume(10_000, 0.1):
+                    assert msg.error() is None, msg.error()
+                    position = msg.offset() + 1
+                    yield msg
+            consumer.unassign()
+    finally:
+        consumer.close()
+
+
+def read_records(settings: Settings, topic: str = PAYMENTS_TRANSACTIONS) -> list[Record]:
+    """A topic as the broker stored it, as :data:`Record` tuples in (partition, offset) order."""
+    return [
+        (m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+        for m in read_topic(settings, topic)
+    ]
+
+
+def end_offsets(settings: Settings, topic: str = PAYMENTS_TRANSACTIONS) -> dict[int, int]:
+    """Per partition: the offset the next message will get."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "test.readback"})
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in parts
+        }
+    finally:
+        consumer.close()
+
+
+def committed_offsets(
+    settings: Settings, topic: str = PAYMENTS_TRANSACTIONS, partitions: list[int] | None = None
+) -> dict[int, int]:
+    """Per partition (all of the topic's by default): the flow's consumer group offset."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.consumer_group})
+    try:
+        if partitions is None:
+            partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
+def drained(settings: Settings) -> Callable[[], bool]:
+    """A check that the consumer group has reached the topic's end as it is now."""
+    ends = end_offsets(settings)
+    return lambda: committed_offsets(settings) == ends
+
+
+def scan(settings: Settings, dataset: str) -> str:
+    """A DuckDB table expression over one lake dataset of ``settings``."""
+    return lake.scan_sql(settings.lake_dir, dataset)
+
+
+# -- running the flow -------------------------------------------------------------------
+
+
+def start_flow(
+    settings: Settings, log: Path, *, processes: int = 1, recovery: bool = True
+) -> list[subprocess.Popen]:
+    """Start the flow's processes as a deployment does, their output appended to ``log``."""
+    if recovery:
+        ensure_recovery_store(settings)
+    env = {**os.environ, **settings_env(settings)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return [
+            subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+            for cmd in flow_commands(settings, processes=processes, recovery=recovery)
+        ]
+
+
+def stop_flow(procs: Sequence[subprocess.Popen], timeout: float = 20) -> None:
+    """Stop the processes cleanly (SIGINT), or kill those that do not stop in time."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    procs: Sequence[subprocess.Popen],
+    log: Path,
+    *,
+    interval: float = 0.3,
+) -> None:
+    """Poll ``predicate`` until true; fail (with the log's tail) on a timeout or if a
+    flow process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"flow exited ({p.returncode}):\n{_tail(log)}")
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{_tail(log)}")
+        time.sleep(interval)
+
+
+def run_until(
+    settings: Settings,
+    done: Callable[[], bool],
+    *,
+    processes: int = 1,
+    recovery: bool = True,
+    timeout: float = 120,
+    what: str = "the flow to finish",
+) -> None:
+    """Run the flow's processes until ``done()``, then stop them (SIGINT).
+
+    One more flush interval passes after ``done()`` so anything still to come shows.
+    """
+    log = settings.home / "flow.log"
+    procs = start_flow(settings, log, processes=processes, recovery=recovery)
+    try:
+        wait_until(done, timeout, what, procs, log)
+        time.sleep(1.0)
+    finally:
+        stop_flow(procs)
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-4000:]
+    except FileNotFoundError:
+        return "(no log)"
+
+
+# -- the reference: the flow's partition logic, uninterrupted, in this process -------------
+
+
+def reference_alerts(
+    records: Sequence[Record], config: FlowConfig, chunk: int = 5000
+) -> list[AlertRecord]:
+    """The alerts the flow's partition processors raise over ``records``."""
+    by_partition: dict[int, list[Record]] = {}
+    for r in records:
+        by_partition.setdefault(r[0], []).append(r)
+    alerts: list[AlertRecord] = []
+    for p, recs in sorted(by_partition.items()):
+        processor = PartitionProcessor(p, config)
+        for i in range(0, len(recs), chunk):
+            part = recs[i : i + chunk]
+            raw = [(o, k, v, ts) for _p, o, k, v, ts in part]
+            out = processor.process(SourceBatch(p, raw, part[-1][1] + 1), 0)
+            alerts.extend(out.batch.alerts)
+    return alerts
