@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    # A shell that starts us in the background ignores SIGINT, and the children would
+    # inherit that; catching it here makes Ctrl-C work and resets it for them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run(settings, with_producer=not args.no_producer)
     except RuntimeError as exc:
