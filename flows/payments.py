@@ -192,28 +192,27 @@ def build_flow(
     return flow
 
 
-def _recovery_store() -> Path | None:
-    """The recovery directory bytewax.run was given (-r), if any."""
+def _bytewax_option(short: str, long: str, env: str) -> str | None:
+    """An option bytewax.run was given (``-x V``, ``--long V``, ``--long=V``) or its env var."""
     argv = sys.argv
     for i, arg in enumerate(argv):
-        if arg in ("-r", "--recovery-directory") and i + 1 < len(argv):
-            return Path(argv[i + 1])
-        if arg.startswith("--recovery-directory="):
-            return Path(arg.split("=", 1)[1])
-    env = os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
-    return Path(env) if env else None
+        if arg in (short, long) and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"{long}="):
+            return arg.split("=", 1)[1]
+    return os.environ.get(env) or None
+
+
+def _recovery_store() -> Path | None:
+    """The recovery directory bytewax.run was given (-r), if any."""
+    value = _bytewax_option("-r", "--recovery-directory", "BYTEWAX_RECOVERY_DIRECTORY")
+    return Path(value) if value else None
 
 
 def _process_id() -> int | None:
     """This process's index in a multi-process run (bytewax.run's -i), else None."""
-    argv = sys.argv
-    for i, arg in enumerate(argv):
-        if arg in ("-i", "--process-id") and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if arg.startswith("--process-id="):
-            return int(arg.split("=", 1)[1])
-    env = os.environ.get("BYTEWAX_PROCESS_ID")
-    return int(env) if env else None
+    value = _bytewax_option("-i", "--process-id", "BYTEWAX_PROCESS_ID")
+    return int(value) if value else None
 
 
 def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dataflow:

@@ -28,6 +28,7 @@ from orchestration.lib import flows
 from orchestration.lib.keys import flow_key, topic_key
 from riverbed.logs import configure_logging
 from riverbed.settings import Settings, SettingsError, load_settings
+from riverbed.topics import CATALOG
 
 REPO = Path(__file__).resolve().parent.parent
 DAGSTER_YAML = """\
@@ -137,12 +138,6 @@ def materialize(settings: Settings, selection: str) -> None:
         raise RuntimeError(f"materializing {selection} through Dagster failed:\n{tail}")
 
 
-def topic_keys() -> list:
-    from riverbed.topics import CATALOG
-
-    return [topic_key(spec.name) for spec in CATALOG]
-
-
 def stop_children(children: list[Child], timeout: float = 30.0) -> None:
     for child in reversed(children):
         if child.process.poll() is None:
@@ -184,7 +179,7 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
         children.append(dagster)
         wait_for_dagster(settings, dagster)
         say(f"Dagster UI: http://127.0.0.1:{settings.dagster_port} (sensors and schedules on)")
-        materialize(settings, ",".join(k.to_user_string() for k in topic_keys()))
+        materialize(settings, ",".join(topic_key(spec.name).to_user_string() for spec in CATALOG))
         say("topics reconciled through Dagster (assets kafka/*)")
         materialize(settings, ",".join(flow_key(domain).to_user_string() for domain in flows.FLOWS))
         say(f"flows deployed through Dagster; logs and status under {settings.flows_dir}")

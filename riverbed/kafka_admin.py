@@ -209,33 +209,34 @@ def topic_drift(settings: Settings, spec: TopicSpec, state: TopicState | None) -
     return drift
 
 
+def _admin_consumer(settings: Settings, group: str = "riverbed.admin") -> Consumer:
+    return Consumer(
+        {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
+    )
+
+
+def _watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+    partitions = consumer.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
+        for p in sorted(partitions)
+    }
+
+
 def high_watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
     """(low, high) offsets of every partition of a topic."""
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": "riverbed.admin",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = _admin_consumer(settings)
     try:
-        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S)
-        partitions = metadata.topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
-            for p in sorted(partitions)
-        }
+        return _watermarks(consumer, topic)
     finally:
         consumer.close()
 
 
 def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
     """Per-partition lag of a consumer group: high watermark minus committed offset."""
-    consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
-    )
+    consumer = _admin_consumer(settings, group)
     try:
-        watermarks = high_watermarks(settings, topic)
+        watermarks = _watermarks(consumer, topic)
         committed = consumer.committed(
             [TopicPartition(topic, p) for p in watermarks], timeout=TIMEOUT_S
         )

@@ -1,11 +1,12 @@
-"""What the lake has committed, read from its manifest (``lake/_manifest/<domain>/*.jsonl``)."""
+"""What the lake has committed, summarised from its manifest (see ``riverbed.lake``)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from riverbed.lake import read_manifest
 
 
 @dataclass(frozen=True)
@@ -16,25 +17,15 @@ class DatasetCommits:
 
 
 def dataset_commits(lake_dir: Path, domain: str, dataset: str) -> DatasetCommits:
-    """Files and rows committed so far; a torn last line (a writer died mid-append) is skipped."""
-    path = lake_dir / "_manifest" / domain / f"{dataset}.jsonl"
-    files = rows = 0
-    last: float | None = None
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return DatasetCommits(0, 0, None)
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        files += 1
-        rows += int(entry.get("rows", 0))
-        committed = entry.get("committed_at")
-        if committed:
-            stamp = datetime.fromisoformat(committed).timestamp()
-            last = stamp if last is None else max(last, stamp)
-    return DatasetCommits(files, rows, last)
+    """Files and rows committed so far, and when the last one was."""
+    entries = read_manifest(lake_dir, dataset, domain)
+    stamps = [
+        datetime.fromisoformat(e["committed_at"]).timestamp()
+        for e in entries
+        if e.get("committed_at")
+    ]
+    return DatasetCommits(
+        files=len(entries),
+        rows=sum(int(e.get("rows", 0)) for e in entries),
+        last_committed_at=max(stamps, default=None),
+    )

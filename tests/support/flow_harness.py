@@ -26,6 +26,7 @@ from flows.records import AlertRecord, SourceBatch
 from producers.kafka_loop import PRODUCER_DEFAULTS
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed import lake
+from riverbed.kafka_admin import high_watermarks
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 
@@ -139,15 +140,7 @@ def read_records(settings: Settings, topic: str = PAYMENTS_TRANSACTIONS) -> list
 
 def end_offsets(settings: Settings, topic: str = PAYMENTS_TRANSACTIONS) -> dict[int, int]:
     """Per partition: the offset the next message will get."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": "test.readback"})
-    try:
-        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in parts
-        }
-    finally:
-        consumer.close()
+    return {p: high for p, (_low, high) in high_watermarks(settings, topic).items()}
 
 
 def committed_offsets(
