@@ -4,6 +4,7 @@
 -- keys, as dbt/macros/deduplication.sql), same results as the dbt models (the bench
 -- checks it); no views, no tests, no incremental logic.
 
+load delta;
 set timezone = 'UTC';
 set enable_progress_bar = false;
 
@@ -15,12 +16,8 @@ select
     coalesce(late, false) as is_late, cast(event_time as timestamptz) as event_time,
     cast(event_date as date) as event_date, _topic, cast(_partition as integer) as _partition,
     cast(_offset as bigint) as _offset,
-    regexp_extract(filename, '[^/]+/[^/]+/event_date=[^/]+/[^/]+$') as _file,
-    now() as _lake_listed_at
-from read_parquet(
-    '{lake}/payments/transactions/event_date=*/[!._]*.parquet',
-    hive_partitioning = true, union_by_name = true, filename = true
-);
+    now() as _loaded_at
+from delta_scan('{lake}/payments/transactions');
 
 create table fct_transactions as
 with repeated as (
@@ -31,7 +28,7 @@ union all
 (
     select * from lake_transactions_view semi join repeated using (transaction_id)
     qualify row_number() over (
-        partition by transaction_id order by _offset, _partition, _file
+        partition by transaction_id order by _offset, _partition
     ) = 1
 );
 
@@ -41,12 +38,8 @@ select
     cast(event_time as timestamptz) as event_time,
     cast(detected_at as timestamptz) as detected_at, cast(event_date as date) as event_date,
     _topic, cast(_partition as integer) as _partition, cast(_offset as bigint) as _offset,
-    regexp_extract(filename, '[^/]+/[^/]+/event_date=[^/]+/[^/]+$') as _file,
-    now() as _lake_listed_at
-from read_parquet(
-    '{lake}/payments/alerts/event_date=*/[!._]*.parquet',
-    hive_partitioning = true, union_by_name = true, filename = true
-);
+    now() as _loaded_at
+from delta_scan('{lake}/payments/alerts');
 
 create table fct_fraud_alerts as
 with repeated as (select alert_id from lake_alerts_view group by all having count(*) > 1)
@@ -55,7 +48,7 @@ union all
 (
     select * from lake_alerts_view semi join repeated using (alert_id)
     qualify row_number() over (
-        partition by alert_id order by detected_at, _offset, _file
+        partition by alert_id order by detected_at, _partition, _offset
     ) = 1
 );
 
@@ -116,32 +109,12 @@ left join alerts a using (merchant_id);
 create view lake_merchant_minute_view as
 select
     merchant_id, window_start, window_end, txn_count, amount_sum, amount_min, amount_max,
-    amount_mean, distinct_cards, alert_count, cast(coalesce(revision, 0) as integer) as revision,
-    cast(event_date as date) as event_date,
-    regexp_extract(filename, '[^/]+/[^/]+/event_date=[^/]+/[^/]+$') as _file
-from read_parquet(
-    '{lake}/payments/merchant_minute/event_date=*/[!._]*.parquet',
-    hive_partitioning = true, union_by_name = true, filename = true
-);
+    amount_mean, distinct_cards, alert_count, cast(event_date as date) as event_date
+from delta_scan('{lake}/payments/merchant_minute');
 
+-- one row per window in the lake (windows are upserted): nothing to deduplicate
 create table agg_merchant_hourly as
-with repeated as (
-    select event_date, merchant_id, window_start
-    from lake_merchant_minute_view group by all having count(*) > 1
-),
-minutes as (
-    select * from lake_merchant_minute_view
-    anti join repeated using (event_date, merchant_id, window_start)
-    union all
-    (
-        select * from lake_merchant_minute_view
-        semi join repeated using (event_date, merchant_id, window_start)
-        qualify row_number() over (
-            partition by event_date, merchant_id, window_start
-            order by revision desc, txn_count desc, _file desc
-        ) = 1
-    )
-)
+with minutes as (select * from lake_merchant_minute_view)
 select
     merchant_id,
     date_trunc('hour', window_start) as hour_start,
@@ -154,8 +127,7 @@ select
     max(amount_max) as amount_max,
     sum(amount_mean * txn_count) / nullif(sum(txn_count), 0) as amount_mean,
     max(distinct_cards) as peak_minute_distinct_cards,
-    cast(sum(alert_count) as bigint) as alert_count,
-    now() as _lake_listed_at
+    cast(sum(alert_count) as bigint) as alert_count
 from minutes
 group by merchant_id, date_trunc('hour', window_start), event_date;
 

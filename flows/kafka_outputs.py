@@ -1,43 +1,61 @@
-"""The flow's Kafka side effects: DLQ and alert messages, offset commits, and the
-read-back that makes them idempotent across restarts.
+"""The flow's Kafka side: DLQ and alert messages in Kafka transactions, fenced.
 
-Every message the flow publishes carries where it came from
-(``source.topic``/``source.partition``/``source.offset`` headers). After a
-crash, Bytewax replays from its last snapshot and the flow produces the same
-messages again; :func:`delivered_since` reads the tail of the output topics
-back so the sink can skip what is already there.
+One :class:`KafkaOutputs` per partition of the source topic. Its producer has a
+``transactional.id`` stable per flow and source partition
+(``<consumer group>/<topic>/<partition>``), so whichever process reads that partition
+next calls ``init_transactions()`` with the same id, which fences the previous owner
+(a second copy of the flow, a zombie): its next transactional call fails with
+``_FENCED`` and it stops (:class:`ProducerFenced`) without publishing anything more.
+
+Each transaction holds the partition's DLQ records and alerts and, through
+``send_offsets_to_transaction``, the consumer group's offset after the last message
+it covers: the messages and the offset become visible together, or not at all.
+Consumers of ``payments.alerts`` and the DLQ read with ``isolation.level =
+read_committed`` (librdkafka's default, set explicitly in :data:`READ_COMMITTED`), so
+they never see the messages of an aborted transaction.
+
+After a crash, the group's committed offset is exactly where the published outputs
+end: a replay skips every record before it (:attr:`KafkaOutputs.committed`). That
+replaces reading the output topics back.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from flows.kafka_source import consumer_config
 from flows.records import AlertRecord, DlqRecord
+from riverbed.kafka_admin import committed_offsets
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.flow.kafka")
 
-# Clock slack when reading back "what was produced since time t".
-_SLACK_MS = 60_000
+#: What every reader of a topic written in transactions (alerts, DLQ) must set.
+READ_COMMITTED = {"isolation.level": "read_committed"}
+
+_TIMEOUT_S = 60.0
+# While a partition is caught up, a transaction left open longer than this is
+# committed at the next chance, so an alert waits at most about this long (plus a
+# source tick) to become visible. While it works through a backlog, transactions are
+# committed at flushes only: each commit costs ~10 ms of the worker's time.
+MAX_OPEN_S = 0.2
 
 
-class DeliveryError(RuntimeError):
-    """A message could not be delivered: the flow stops rather than lose it."""
+class ProducerFenced(RuntimeError):
+    """A newer instance took over this partition's transactional.id: this one must stop."""
 
 
-@dataclass
-class Delivered:
-    """What one source partition already has in the output topics."""
+class OutputError(RuntimeError):
+    """A transaction could not be committed: the flow stops and replays rather than lose it."""
 
-    dlq_offsets: set[int] = field(default_factory=set)
-    alert_ids: set[str] = field(default_factory=set)
+
+def transactional_id(group: str, topic: str, partition: int) -> str:
+    return f"{group}/{topic}/{partition}"
 
 
 def _headers(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
@@ -49,7 +67,7 @@ def _headers(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]
 
 
 class KafkaOutputs:
-    """Publishes one source partition's DLQ records and alerts; commits its offsets."""
+    """Publishes one source partition's DLQ records and alerts, transactionally."""
 
     def __init__(
         self,
@@ -64,50 +82,82 @@ class KafkaOutputs:
         self.partition = partition
         self.dlq_topic = dlq_topic
         self.alerts_topic = alerts_topic
+        self.transactional_id = transactional_id(settings.consumer_group, source_topic, partition)
         self._producer = Producer(
             {
                 **settings.kafka_client_config(),
+                "transactional.id": self.transactional_id,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
+                "transaction.timeout.ms": 60_000,
+                # A transaction's partitions are registered with the coordinator as its
+                # first records go out; librdkafka's default 100 ms retry back-off then
+                # sits inside every send_offsets_to_transaction (measured: ~100 ms a
+                # commit; with this and the flush in commit(), ~10 ms).
+                "retry.backoff.ms": 10,
+                "retry.backoff.max.ms": 100,
             }
         )
-        # Commits offsets for the group without joining it: allowed while the
-        # group has no subscribed members, which is how the flow uses it.
-        self._committer = Consumer(consumer_config(settings))
-        self._failures: list[str] = []
-        self._in_flight = 0
+        # Not a group member (the source assigns partitions itself): it only gives the
+        # group's metadata to send_offsets_to_transaction and reads the committed offset.
+        self._group = Consumer(consumer_config(settings, **READ_COMMITTED))
+        self._metadata = self._group.consumer_group_metadata()
+        self._call(self._producer.init_transactions, _TIMEOUT_S)
+        # init_transactions() finished or aborted whatever the previous owner left open,
+        # so the committed offset is now final.
+        self.committed = self._read_committed()
+        self._open_since: float | None = None
+        self.transactions = 0
+        # A partition's sink publishes from its worker; any sink of the process may
+        # commit it in a flush (flows.lake_commits): one transactional call at a time.
+        self._lock = threading.RLock()
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        self._in_flight -= 1
-        if err is not None:
-            self._failures.append(str(err))
+    # -- the transaction --------------------------------------------------------------
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
-                )
-                self._in_flight += 1
-                break
-            except BufferError:
-                self._producer.poll(0.05)  # queue full: let deliveries drain
-        self._producer.poll(0)
+    def _call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        try:
+            fn(*args)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED) or (
+                err.fatal() and "fenced" in err.str().lower()
+            ):
+                raise ProducerFenced(
+                    f"partition {self.source_topic}/{self.partition}: another instance of "
+                    f"the flow took over transactional.id {self.transactional_id!r} "
+                    "(a second copy is running); this one stops without publishing more"
+                ) from exc
+            raise OutputError(
+                f"partition {self.source_topic}/{self.partition}: Kafka transaction "
+                f"failed ({err.str()}); the flow stops and resumes from the last commit"
+            ) from exc
 
-    def produce_dlq(self, records: Iterable[DlqRecord]) -> int:
+    def _begin(self) -> None:
+        if self._open_since is None:
+            self._call(self._producer.begin_transaction)
+            self._open_since = time.monotonic()
+
+    def publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[AlertRecord]) -> int:
+        """Add records to the open transaction (opening one); how many."""
+        with self._lock:
+            return self._publish(dlq, alerts)
+
+    def _publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[AlertRecord]) -> int:
         n = 0
-        for r in records:
-            source = _headers(self.source_topic, self.partition, r.offset)
-            headers = [("error", r.error.encode()), *source]
+        for r in dlq:
+            if n == 0:
+                self._begin()
+            headers = [
+                ("error", r.error.encode()),
+                *_headers(self.source_topic, self.partition, r.offset),
+            ]
             self._produce(self.dlq_topic, r.key, r.value, headers)
             n += 1
-        return n
-
-    def produce_alerts(self, alerts: Iterable[AlertRecord]) -> int:
-        n = 0
         for a in alerts:
+            if n == 0:
+                self._begin()
             headers = [
                 ("alert.id", a.alert_id.encode()),
                 *_headers(self.source_topic, self.partition, a.offset),
@@ -116,122 +166,53 @@ class KafkaOutputs:
             n += 1
         return n
 
-    def confirm(self, timeout: float = 120.0) -> None:
-        """Wait until everything produced so far is acknowledged; raise if anything failed."""
-        remaining = self._producer.flush(timeout)
-        if self._failures or remaining:
-            failures, self._failures = self._failures, []
-            raise DeliveryError(
-                f"{len(failures)} message(s) failed and {remaining} still in flight "
-                f"after {timeout:.0f}s: {failures[:3]}"
-            )
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers)
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # queue full: let deliveries drain
+        self._producer.poll(0)
 
-    def commit(self, next_offset: int, flushed_at: float) -> None:
-        """Commit the group offset; the metadata records when (for :func:`delivered_since`)."""
-        meta = json.dumps({"flushed_at": flushed_at})
-        tp = TopicPartition(self.source_topic, self.partition, next_offset, meta)
-        try:
-            self._committer.commit(offsets=[tp], asynchronous=False)
-        except KafkaException as exc:
-            # Not data loss: the lake is already durable and the next flush commits again.
-            log.warning("offset commit failed", extra={"part": self.partition, "err": exc})
+    def due(self) -> bool:
+        """An open transaction has waited long enough: commit it now."""
+        return self._open_since is not None and time.monotonic() - self._open_since >= MAX_OPEN_S
 
-    def committed_flush_time(self) -> float | None:
-        """When the committed group offset was written, if this flow wrote it."""
-        tp = TopicPartition(self.source_topic, self.partition)
-        try:
-            committed = self._committer.committed([tp], timeout=30)[0]
-        except KafkaException:
-            return None
-        if committed.offset < 0 or not committed.metadata:
-            return None
-        try:
-            return float(json.loads(committed.metadata)["flushed_at"])
-        except (ValueError, KeyError, TypeError):
-            return None
+    def commit(self, next_offset: int) -> bool:
+        """Commit the open transaction with the group offset ``next_offset`` (opening one
+        if only the offset moved); whether anything was committed."""
+        with self._lock:
+            return self._commit(next_offset)
+
+    def _commit(self, next_offset: int) -> bool:
+        if self._open_since is None and next_offset <= self.committed:
+            return False
+        self._begin()
+        self._producer.flush(_TIMEOUT_S)  # see retry.backoff.ms above
+        offsets = [TopicPartition(self.source_topic, self.partition, next_offset)]
+        self._call(self._producer.send_offsets_to_transaction, offsets, self._metadata, _TIMEOUT_S)
+        self._call(self._producer.commit_transaction, _TIMEOUT_S)
+        self._open_since = None
+        self.committed = max(self.committed, next_offset)
+        self.transactions += 1
+        return True
+
+    def _read_committed(self) -> int:
+        found = committed_offsets(self._group, self.source_topic, [self.partition])
+        return found.get(self.partition, 0)
 
     def close(self) -> None:
-        self._producer.flush(30)
-        self._committer.close()
+        """Abort what is open (its records are replayed, and skipped if already out)."""
+        with self._lock:
+            self._close()
 
-
-def delivered_since(
-    settings: Settings,
-    *,
-    source_topic: str,
-    partition: int,
-    dlq_topic: str,
-    alerts_topic: str,
-    since: float | None,
-) -> Delivered:
-    """The DLQ offsets and alert ids of ``partition`` already in the output topics,
-    among messages written since ``since`` (unix seconds; None: the whole topics)."""
-    found = Delivered()
-    consumer = Consumer(
-        consumer_config(settings, **{"group.id": f"{settings.consumer_group}.readback"})
-    )
-    try:
-        assignments = _tail_assignments(consumer, [dlq_topic, alerts_topic], since)
-        if not assignments:
-            return found
-        consumer.assign([tp for tp, _end in assignments])
-        ends = {(tp.topic, tp.partition): end for tp, end in assignments}
-        wanted = str(partition).encode()
-        source = source_topic.encode()
-        deadline = time.monotonic() + 300
-        while ends:
-            if time.monotonic() > deadline:
-                raise DeliveryError(f"reading back {sorted(ends)} took too long")
-            for msg in consumer.consume(10_000, 0.02):
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("read-back error", extra={"err": msg.error()})
-                    continue
-                where = (msg.topic(), msg.partition())
-                headers = dict(msg.headers() or ())
-                if (
-                    headers.get("source.partition") == wanted
-                    and headers.get("source.topic") == source
-                ):
-                    if msg.topic() == dlq_topic:
-                        found.dlq_offsets.add(int(headers["source.offset"]))
-                    else:
-                        found.alert_ids.add(headers["alert.id"].decode())
-                if where in ends and msg.offset() + 1 >= ends[where]:
-                    del ends[where]
-            for where in [w for w in ends if _position(consumer, w) >= ends[w]]:
-                del ends[where]
-    finally:
-        consumer.close()
-    return found
-
-
-def _position(consumer: Consumer, where: tuple[str, int]) -> int:
-    pos = consumer.position([TopicPartition(where[0], where[1])])[0].offset
-    return pos if pos >= 0 else -1
-
-
-def _tail_assignments(
-    consumer: Consumer, topics: list[str], since: float | None
-) -> list[tuple[TopicPartition, int]]:
-    """(start position, end offset) per partition with messages to read back."""
-    out = []
-    for topic in topics:
-        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise KafkaException(meta.error if meta else f"topic {topic} missing")
-        for p in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=30, cached=False
-            )
-            if high <= low:
-                continue
-            start = low
-            if since is not None:
-                ts = int(since * 1000) - _SLACK_MS
-                found = consumer.offsets_for_times([TopicPartition(topic, p, ts)], timeout=30)[0]
-                # -1: no message at or after ts.
-                start = high if found.offset < 0 else max(low, found.offset)
-            if start < high:
-                out.append((TopicPartition(topic, p, start), high))
-    return out
+    def _close(self) -> None:
+        if self._open_since is not None:
+            try:
+                self._producer.abort_transaction(_TIMEOUT_S)
+            except KafkaException as exc:
+                log.warning("abort on close failed", extra={"part": self.partition, "err": exc})
+            self._open_since = None
+        self._producer.flush(10)
+        self._group.close()

@@ -8,8 +8,9 @@ one:
   membership, no rebalances; Bytewax decides which worker reads which partition);
 * emits one :class:`~flows.records.SourceBatch` of up to ``batch_size`` messages
   per ``next_batch`` call, so Bytewax's per-item cost is paid per batch;
-* resumes from its snapshot (the next offset) under recovery, else from the
-  consumer group's committed offset, else from the earliest offset;
+* resumes from its snapshot (the next offset) under recovery, else from the start
+  offsets it is given (:mod:`flows.start_offsets`: where the lake and the Kafka
+  outputs are);
 * emits a tick (an empty batch) every ``tick_s`` of wall time even when nothing
   arrives, saying whether the partition is caught up and idle, so downstream
   flushes on time and idle partitions do not hold windows open.
@@ -22,8 +23,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from flows import shutdown
 from flows.records import RawRecord, SourceBatch
 from riverbed.settings import Settings
 
@@ -98,6 +100,8 @@ class KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[SourceBatch]:
+        if shutdown.requested():
+            raise StopIteration  # a clean stop: see flows.shutdown
         messages = self._consumer.consume(self._batch_size, 0)
         records: list[RawRecord] = []
         for msg in messages:
@@ -160,12 +164,12 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
         topic: str,
         partitions: list[int],
         *,
-        start_offsets: dict[int, int] | None = None,
+        start_offsets: dict[int, int],
         batch_size: int = 5000,
         tick_s: float = 0.5,
         idle_after_s: float = 3.0,
     ) -> None:
-        # With recovery: where the recovery store's history starts (flows.start_offsets).
+        # Where a partition without a recovery snapshot starts (flows.start_offsets).
         self._start_offsets = start_offsets
         self._settings = settings
         self._topic = topic
@@ -180,16 +184,10 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> KafkaPartition:
         partition = part_number(for_part)
         consumer = Consumer(consumer_config(self._settings))
-        tp = TopicPartition(self._topic, partition)
-        if resume_state is None and self._start_offsets and partition in self._start_offsets:
-            position = self._start_offsets[partition]
-            origin = "start of the recovery store"
-        elif resume_state is None:
-            position = self._start_position(consumer, tp)
-            origin = "group offset or earliest"
+        if resume_state is not None:
+            position, origin = resume_state, "recovery snapshot"
         else:
-            position = resume_state
-            origin = "recovery snapshot"
+            position, origin = self._start_offsets.get(partition, 0), "lake and group offsets"
         consumer.assign([TopicPartition(self._topic, partition, position)])
         log.info(
             "reading partition",
@@ -204,11 +202,3 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
             tick_s=self._tick_s,
             idle_after_s=self._idle_after_s,
         )
-
-    @staticmethod
-    def _start_position(consumer: Consumer, tp: TopicPartition) -> int:
-        committed = consumer.committed([tp], timeout=30)[0]
-        if committed.error is None and committed.offset >= 0:
-            return committed.offset
-        low, _high = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
-        return max(low, 0) if low != OFFSET_INVALID else 0

@@ -1,27 +1,30 @@
-"""The per-Kafka-partition sink: DLQ and alerts to Kafka, rows to the lake, then offsets.
+"""The per-Kafka-partition sink: DLQ and alerts to Kafka, rows to the lake.
 
-One sink partition per Kafka partition. DLQ records and alerts are published as
-soon as they arrive (alert latency must not wait for a lake flush); rows are
-buffered. A *flush* happens every ``flush_interval_s``, when ``flush_rows`` rows
-are buffered, and in every ``snapshot()`` (Bytewax calls it at the end of each
-epoch, so everything before a recovery snapshot is durable and the snapshot
-itself is one timestamp). A flush, in this order:
+One sink partition per Kafka partition. DLQ records and alerts go into the
+partition's open Kafka transaction as soon as they arrive, and the transaction is
+committed (with the consumer group's offset) within about
+:data:`flows.kafka_outputs.MAX_OPEN_S` while the partition is caught up: alert
+latency does not wait for the lake. While it works through a backlog, the
+transaction is committed at flushes only.
+Rows are staged in the process's :class:`~flows.lake_commits.LakeCommitter`.
 
-1. waits until every published DLQ record and alert is acknowledged (raises if
-   one failed: the flow stops and restarts rather than lose it);
-2. writes the transactions and alerts files (temp, fsync, rename, manifest);
-3. commits the consumer-group offset after the last message the flush covers,
-   so ``kafka-consumer-groups`` shows lag until the lake has the data;
-4. updates the status file.
+A *flush* happens every ``flush_interval_s`` (counted for the whole process: the first
+partition to see it due flushes for all), when ``flush_rows`` rows are staged, and in
+every ``snapshot()`` (Bytewax calls it at the end of each epoch, so everything
+before a recovery snapshot is durable). A flush, in this order:
 
-Idempotence, for the replay after a crash (Bytewax re-runs from the last snapshot,
-or without recovery the flow restarts from the committed offsets):
+1. commits the Kafka transaction of every partition of the process with the group
+   offset after the last message it covers (a fenced instance fails here, before it
+   touches the lake);
+2. commits the staged rows of every partition of the process, one Delta commit per
+   dataset, with each partition's next offset as an application transaction;
+3. updates the status file.
 
-* lake rows: per (dataset, event_date) the highest offset already in a committed
-  file of this partition (from file names); rows at or below it are skipped;
-* DLQ and alerts: the messages of this partition written since the last flush
-  before the restart are read back (by ``source.*`` and ``alert.id`` headers)
-  and not published again.
+Idempotence, for the replay after a crash (Bytewax re-runs from its last snapshot;
+without recovery the flow restarts from the lake's and the group's offsets, whichever
+is older): a row whose offset is below its dataset's committed Delta version is
+already in the lake; a DLQ record or alert whose offset is below the group's committed
+offset is already in its topic. Both are skipped. Nothing is read back.
 """
 
 from __future__ import annotations
@@ -29,47 +32,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.kafka_outputs import Delivered
+from flows.fencing import stops_when_fenced
 from flows.kafka_source import part_name, part_number
+from flows.lake_commits import LakeCommitter
 from flows.records import AlertRecord, Counts, DlqRecord, ProcessedBatch, TxnColumns
 from flows.status import StatusBoard
 from riverbed import lake
 
 log = logging.getLogger("riverbed.flow.sink")
 
-_DAY_US = 86_400_000_000
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
 
 class Outputs(Protocol):
     """The Kafka side of a partition sink (:class:`flows.kafka_outputs.KafkaOutputs`)."""
 
-    def produce_dlq(self, records: list[DlqRecord]) -> int: ...
-    def produce_alerts(self, alerts: list[AlertRecord]) -> int: ...
-    def confirm(self) -> None: ...
-    def commit(self, next_offset: int, flushed_at: float) -> None: ...
-    def committed_flush_time(self) -> float | None: ...
+    committed: int  # the group offset: outputs of records before it are published
+
+    def publish(self, dlq: list[DlqRecord], alerts: list[AlertRecord]) -> int: ...
+    def due(self) -> bool: ...
+    def commit(self, next_offset: int) -> bool: ...
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class SinkState:
-    """Recovery state: when the flush at this snapshot started (everything the sink
-    publishes after the snapshot is published later than that)."""
-
-    flushed_at: float
-
-
-def _day(iso: str) -> int:
-    return date.fromisoformat(iso).toordinal() - _EPOCH_ORDINAL
 
 
 def txn_table(cols: TxnColumns, topic: str, partition: int) -> pa.Table:
@@ -116,116 +102,58 @@ def alerts_table(alerts: list[AlertRecord], topic: str, partition: int) -> pa.Ta
     )
 
 
-class _HighWater:
-    """Per event day: the last offset of this partition already in a committed file.
-
-    Read lazily, one event_date directory at a time, the first time a row of that
-    day arrives: a restart then costs a look at the days the replay touches, not
-    at the whole lake. Looking at a day also rolls its newest file forward into
-    the manifest if a crash came between that file's rename and its manifest line
-    (the replay re-delivers that file's rows, so its day is always looked at), and
-    removes this partition's temporary files a crash left there.
-    """
-
-    def __init__(self, lake_dir: Path, dataset: str, partition: int) -> None:
-        self.lake_dir = lake_dir
-        self.dataset = dataset
-        self.partition = partition
-        self.by_day: dict[int, int] = {}
-
-    def mark(self, day: int) -> int:
-        mark = self.by_day.get(day)
-        if mark is None:
-            event_date = date.fromordinal(day + _EPOCH_ORDINAL).isoformat()
-            mark, newest = lake.high_water_of_date(
-                self.lake_dir, self.dataset, self.partition, event_date
-            )
-            rolled = lake.roll_forward_files(self.lake_dir, self.dataset, newest)
-            lake.remove_temp_files(
-                self.lake_dir, self.dataset, f"p{self.partition:02d}-", event_dates=[event_date]
-            )
-            if rolled:
-                log.warning(
-                    "added a missing manifest line",
-                    extra={"dataset": self.dataset, "files": [f.path for f in rolled]},
-                )
-            self.by_day[day] = mark
-        return mark
-
-    def new_rows(self, offsets: list[int], event_us: list[int]) -> list[int] | None:
-        """Indices of the rows not yet in the lake; None when that is all of them."""
-        days = [t // _DAY_US for t in event_us]
-        marks = {d: self.mark(d) for d in set(days)}
-        if offsets[0] > max(marks.values()):
-            return None  # offsets grow within a batch: the common case, past the lake
-        return [i for i, (o, d) in enumerate(zip(offsets, days, strict=True)) if o > marks[d]]
-
-    def committed(self, files: list[lake.CommittedFile]) -> None:
-        for f in files:
-            day = _day(f.path.split("event_date=", 1)[1][:10])
-            self.by_day[day] = max(self.mark(day), f.ranges[0].last_offset)
+def _from(offsets: list[int], first: int) -> list[int] | None:
+    """Indices of the offsets at or after ``first``; None when that is all of them."""
+    if not offsets or offsets[0] >= first:
+        return None  # offsets grow within a batch: the common case, past the mark
+    return [i for i, o in enumerate(offsets) if o >= first]
 
 
-class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, SinkState]):
+class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
     def __init__(
         self,
         *,
-        lake_dir: Path,
+        committer: LakeCommitter,
         topic: str,
         partition: int,
         outputs: Outputs,
-        load_delivered: Callable[[float | None], Delivered],
         flush_interval_s: float,
         flush_rows: int,
         status: StatusBoard | None,
-        resume_state: SinkState | None,
-        since: float | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.key = part_name(topic, partition)
+        self.committer = committer
         self.outputs = outputs
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
         self.status = status
-        self.writer = lake.LakeWriter(lake_dir)
-        for dataset in ("transactions", "alerts"):
-            self.writer.ensure_dataset(dataset)
-        self.high_water = {
-            ds: _HighWater(Path(lake_dir), ds, partition) for ds in ("transactions", "alerts")
-        }
-        # Messages this sink published after this moment may be published again by
-        # the replay; ``since`` says where a replay without a snapshot starts.
-        if resume_state is not None:
-            self._since: float | None = resume_state.flushed_at
-        elif since is not None:
-            self._since = since
-        else:
-            self._since = outputs.committed_flush_time()
-        self._load_delivered = load_delivered
-        self._delivered: Delivered | None = None
-        self._txns = TxnColumns()
-        self._alerts: list[AlertRecord] = []
+        # Where each side already is: the replay skips everything before.
+        self.lake_next = committer.claim(partition, self._commit_kafka)
+        self.kafka_next = outputs.committed
+        if self.kafka_next or any(self.lake_next.values()):
+            log.info(
+                "resuming partition",
+                extra={"part": partition, "lake": self.lake_next, "kafka": self.kafka_next},
+            )
         self._counts = Counts()
         self._covered_next: int | None = None
-        self._committed: int | None = None
         self._caught_up = False
-        self._last_flush = time.monotonic()
-        self._flushed_at = time.time()
 
     # -- Bytewax ---------------------------------------------------------------------
     def write_batch(self, values: list[ProcessedBatch]) -> None:
         for batch in values:
             self._take(batch)
-        if (
-            len(self._txns) >= self.flush_rows
-            or time.monotonic() - self._last_flush >= self.flush_interval_s
-        ):
+        if self.committer.due(self.flush_interval_s, self.flush_rows):
             self.flush()
+        elif self._covered_next is not None and self._caught_up and self.outputs.due():
+            # Live: alerts out within ~MAX_OPEN_S. Behind: only at flushes (throughput).
+            with stops_when_fenced():
+                self.outputs.commit(self._covered_next)
 
-    def snapshot(self) -> SinkState:
+    def snapshot(self) -> None:
         self.flush()
-        return SinkState(self._flushed_at)
 
     def close(self) -> None:
         self.flush()
@@ -233,94 +161,64 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, SinkState]):
 
     # -- logic -----------------------------------------------------------------------
     def _take(self, batch: ProcessedBatch) -> None:
-        if batch.dlq or batch.alerts:
-            delivered = self._delivered_already()
-            dlq = [r for r in batch.dlq if r.offset not in delivered.dlq_offsets]
-            self.outputs.produce_dlq(dlq)
-            fresh = [a for a in batch.alerts if a.alert_id not in delivered.alert_ids]
-            self.outputs.produce_alerts(fresh)
-            if batch.alerts:
-                keep = self.high_water["alerts"].new_rows(
-                    [a.offset for a in batch.alerts], [a.event_us for a in batch.alerts]
-                )
-                self._alerts.extend(
-                    batch.alerts if keep is None else [batch.alerts[i] for i in keep]
-                )
+        first_new = self.kafka_next
+        dlq = [r for r in batch.dlq if r.offset >= first_new]
+        fresh = [a for a in batch.alerts if a.offset >= first_new]
+        if dlq or fresh:
+            self.outputs.publish(dlq, fresh)
         txns = batch.txns
+        txn_rows = None
         if len(txns):
-            keep = self.high_water["transactions"].new_rows(txns.offset, txns.event_us)
-            self._txns.extend(txns if keep is None else txns.take(keep))
+            keep = _from(txns.offset, self.lake_next["transactions"])
+            if keep is not None:
+                txns = txns.take(keep)
+            if len(txns):
+                txn_rows = txn_table(txns, self.topic, self.partition)
+        alert_rows = None
+        if batch.alerts:
+            keep = _from([a.offset for a in batch.alerts], self.lake_next["alerts"])
+            alerts = batch.alerts if keep is None else [batch.alerts[i] for i in keep]
+            if alerts:
+                alert_rows = alerts_table(alerts, self.topic, self.partition)
         self._counts.add(batch.counts)
         self._caught_up = batch.caught_up
         if self._covered_next is None or batch.next_offset > self._covered_next:
             self._covered_next = batch.next_offset
+        self.committer.stage(self.partition, batch.next_offset, txn_rows, alert_rows)
 
-    def _delivered_already(self) -> Delivered:
-        if self._delivered is None:
-            self._delivered = self._load_delivered(self._since)
-            if self._delivered.dlq_offsets or self._delivered.alert_ids:
-                log.info(
-                    "skipping messages already published",
-                    extra={
-                        "part": self.partition,
-                        "dlq": len(self._delivered.dlq_offsets),
-                        "alerts": len(self._delivered.alert_ids),
-                    },
-                )
-        return self._delivered
+    def _commit_kafka(self) -> None:
+        if self._covered_next is not None:
+            self.outputs.commit(self._covered_next)
 
     def flush(self) -> None:
-        started = time.time()
+        with stops_when_fenced():
+            self._flush()
+
+    def _flush(self) -> None:
         began = time.monotonic()
-        self.outputs.confirm()
-        files: dict[str, int] = {}
-        rows: dict[str, int] = {}
-        if len(self._txns):
-            written = self.writer.write_partition_rows(
-                "transactions",
-                txn_table(self._txns, self.topic, self.partition),
-                topic=self.topic,
-                partition=self.partition,
-            )
-            self.high_water["transactions"].committed(written)
-            files["transactions"], rows["transactions"] = len(written), len(self._txns)
-            self._txns = TxnColumns()
-        if self._alerts:
-            written = self.writer.write_partition_rows(
-                "alerts",
-                alerts_table(self._alerts, self.topic, self.partition),
-                topic=self.topic,
-                partition=self.partition,
-            )
-            self.high_water["alerts"].committed(written)
-            files["alerts"], rows["alerts"] = len(written), len(self._alerts)
-            self._alerts = []
-        if self._covered_next is not None and self._covered_next != self._committed:
-            self.outputs.commit(self._covered_next, started)
-            self._committed = self._covered_next
+        commits = self.committer.flush()  # every partition's Kafka transaction, then Delta
         if self.status is not None:  # every flush: updated_at doubles as a heartbeat
             self.status.record_flush(
                 partition_key=self.key,
                 counts=self._counts,
-                files=files,
-                rows=rows,
-                committed_offset=self._committed,
+                commits={c.dataset: 1 for c in commits},
+                rows={c.dataset: c.rows for c in commits},
+                committed_offset=self.outputs.committed if self._covered_next is not None else None,
                 caught_up=self._caught_up,
             )
-        log.debug(
-            "flushed",
-            extra={
-                "part": self.partition,
-                "rows": rows,
-                "ms": round((time.monotonic() - began) * 1000),
-            },
-        )
+        if commits:
+            log.debug(
+                "flushed",
+                extra={
+                    "part": self.partition,
+                    "commits": {c.dataset: c.version for c in commits},
+                    "ms": round((time.monotonic() - began) * 1000),
+                },
+            )
         self._counts = Counts()
-        self._last_flush = time.monotonic()
-        self._flushed_at = started
 
 
-class LakePartitionedSink(FixedPartitionedSink[ProcessedBatch, SinkState]):
+class LakePartitionedSink(FixedPartitionedSink[ProcessedBatch, None]):
     """Routes each processed batch to the sink partition of its Kafka partition."""
 
     def __init__(
@@ -328,7 +226,7 @@ class LakePartitionedSink(FixedPartitionedSink[ProcessedBatch, SinkState]):
         *,
         topic: str,
         partitions: list[int],
-        make_partition: Callable[[int, SinkState | None], LakePartitionSink],
+        make_partition: Callable[[int], LakePartitionSink],
     ) -> None:
         self._names = sorted(part_name(topic, p) for p in partitions)
         self._index = {name: i for i, name in enumerate(self._names)}
@@ -342,7 +240,5 @@ class LakePartitionedSink(FixedPartitionedSink[ProcessedBatch, SinkState]):
         # Kafka partition's batches to the part of the same name.
         return self._index[item_key]
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: SinkState | None
-    ) -> LakePartitionSink:
-        return self._make(part_number(for_part), resume_state)
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> LakePartitionSink:
+        return self._make(part_number(for_part))

@@ -5,28 +5,34 @@
 which runs (see :func:`flow_commands`), after ``python -m bytewax.recovery <store> 2``
 the first time::
 
-    python -m bytewax.run "flows.payments:get_flow()" \
+    python -m flows.run "flows.payments:get_flow()" \
         -r <flows_dir>/payments/recovery -s <flush interval, whole s> -b 0 [-i I -a ADDRS]
 
-``python -m bytewax.run "flows.payments:get_flow()"`` alone runs it without recovery.
+(``flows.run`` is ``bytewax.run`` with Ctrl-C and SIGTERM handled from its first
+instant, see :mod:`flows.shutdown`). ``python -m bytewax.run "flows.payments:get_flow()"``
+alone runs it without recovery.
 
 Shape (a thin Bytewax layer over pure classes)::
 
     read (one source partition per Kafka partition, micro-batches + ticks)
       -> key by Kafka partition
       -> process (PartitionProcessor: validate, resends, fraud, lateness, window deltas)
-      -> write (per Kafka partition: DLQ + alerts to Kafka, transactions + alerts to
-         the lake, then the group offset)
-      -> merge windows (one WindowMerger for the flow) -> write merchant_minute
+      -> write (per Kafka partition: DLQ + alerts in a Kafka transaction with the group
+         offset; transactions + alerts staged for the process's Delta commit)
+      -> merge windows (one WindowMerger for the flow) -> upsert merchant_minute
 
 Guarantees need recovery: :func:`run_flow` runs with a recovery store under
 ``<flows_dir>/payments/recovery`` (created on first use). Then a crash at any
 moment and a restart leave every valid transaction in the lake once, every
 invalid message in the DLQ once, the same alerts, and the same windows.
-Without recovery the flow restarts from the consumer group's committed offsets
-(lake, DLQ and alerts stay exactly-once thanks to the idempotent sinks) but
-loses its in-memory state: windows open at the crash miss the events before
-it, fraud and resend history start empty.
+Without recovery the flow restarts from the offsets the lake's Delta log and the
+consumer group hold (lake, DLQ and alerts stay exactly-once: each sink skips what
+its side already has) but loses its in-memory state: windows open at the crash
+miss the events before it, fraud and resend history start empty.
+
+One copy at a time: a second copy on the same ``RIVERBED_HOME`` stops at start
+(:mod:`flows.flow_lock`); one elsewhere is fenced by the Kafka transactions and the
+Delta versions (:mod:`flows.kafka_outputs`, :mod:`riverbed.lake`).
 
 Status: every flush rewrites ``<flows_dir>/payments/status.json`` (one process) or
 ``status-<process id>.json`` (each process of a ``-i/-a`` cluster); see
@@ -52,11 +58,12 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink
 
-from flows import start_offsets
+from flows import flow_lock, shutdown, start_offsets
 from flows.config import FlowConfig
-from flows.kafka_outputs import KafkaOutputs, delivered_since
+from flows.kafka_outputs import KafkaOutputs
 from flows.kafka_source import KafkaPartitionedSource, part_name, topic_partitions
-from flows.lake_sink import LakePartitionedSink, LakePartitionSink, SinkState
+from flows.lake_commits import LakeCommitter
+from flows.lake_sink import LakePartitionedSink, LakePartitionSink
 from flows.processor import PartitionProcessor
 from flows.records import (
     MerchantMinuteRow,
@@ -219,10 +226,23 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
     """The payments flow, configured from ``RIVERBED_*`` settings (read now, not at import).
 
     ``topic_prefix`` reads and writes prefixed copies of the payments topics (benchmarks
-    use it to stay off the real ones).
+    use it to stay off the real ones). Stops at once, saying why, when another copy of
+    the flow runs on this ``RIVERBED_HOME`` or the lake is in the old format.
     """
     settings = settings or load_settings()
     configure_logging(settings.log_level)
+    shutdown.install()
+    try:
+        flow_lock.hold(flow_dir(settings), FLOW, _process_id())
+    except flow_lock.FlowAlreadyRunning as exc:
+        raise SystemExit(f"riverbed: {exc}") from None
+    if (settings.lake_dir / "_manifest").exists():
+        raise SystemExit(
+            f"riverbed: {settings.lake_dir} is a lake of the first version (Parquet files and "
+            "a manifest); this version writes Delta tables. Move it away (or delete it) and "
+            f"the recovery store {recovery_dir(settings)}, then start again: the flow "
+            "rebuilds the lake from the topic"
+        )
     config = FlowConfig.from_settings(settings)
     topic = topic_prefix + PAYMENTS_TRANSACTIONS
     dlq_topic = topic_prefix + PAYMENTS_DLQ
@@ -232,10 +252,13 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
         flow_dir(settings) / status_file_name(_process_id()), flow=FLOW, process_id=_process_id()
     )
     lake_dir = settings.lake_dir
+    start = start_offsets.resume_offsets(settings, topic, partitions)
     store = _recovery_store()
-    start = start_offsets.load_or_record(store, settings, topic, partitions) if store else None
+    if store is not None:
+        start.update(start_offsets.load_or_record(store, settings, topic, partitions))
+    committer = LakeCommitter.shared(lake_dir, topic)
 
-    def make_partition(partition: int, resume: SinkState | None) -> LakePartitionSink:
+    def make_partition(partition: int) -> LakePartitionSink:
         outputs = KafkaOutputs(
             settings,
             source_topic=topic,
@@ -243,37 +266,21 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
             dlq_topic=dlq_topic,
             alerts_topic=alerts_topic,
         )
-
-        def load_delivered(since: float | None):
-            return delivered_since(
-                settings,
-                source_topic=topic,
-                partition=partition,
-                dlq_topic=dlq_topic,
-                alerts_topic=alerts_topic,
-                since=since,
-            )
-
         return LakePartitionSink(
-            lake_dir=lake_dir,
+            committer=committer,
             topic=topic,
             partition=partition,
             outputs=outputs,
-            load_delivered=load_delivered,
             flush_interval_s=settings.flush_interval_s,
             flush_rows=settings.flush_rows,
             status=status,
-            resume_state=resume,
-            # Without a snapshot, recovery replays from the store's start; without
-            # recovery, from the committed offsets (whose commit time says since when).
-            since=start.created_at if start is not None else None,
         )
 
     def make_window_partition() -> WindowSinkPartition:
         return WindowSinkPartition(
             lake_dir=lake_dir,
+            topic=topic,
             flush_interval_s=settings.flush_interval_s,
-            retention_us=config.correction_retention_us,
             status=status,
         )
 
@@ -282,9 +289,7 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
         config=config,
         topic=topic,
         partitions=partitions,
-        source=KafkaPartitionedSource(
-            settings, topic, partitions, start_offsets=start.offsets if start else None
-        ),
+        source=KafkaPartitionedSource(settings, topic, partitions, start_offsets=start),
         partition_sink=LakePartitionedSink(
             topic=topic, partitions=partitions, make_partition=make_partition
         ),
@@ -326,7 +331,8 @@ def flow_commands(
         if topic_prefix
         else ("flows.payments:get_flow()")
     )
-    base = [sys.executable, "-m", "bytewax.run", target]
+    # flows.run is bytewax.run with the stop signals handled from its first instant.
+    base = [sys.executable, "-m", "flows.run", target]
     if recovery:
         base += [
             "-r",
@@ -365,10 +371,7 @@ def run_flow(settings: Settings, *, processes: int = 1, recovery: bool = True) -
     flow_dir(settings).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings_env(settings)}
     cwd = Path(__file__).resolve().parent.parent
-    children = [
-        subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_default_sigint)
-        for cmd in flow_commands(settings, processes=processes, recovery=recovery)
-    ]
+    children: list[subprocess.Popen] = []
     stopping_since: list[float] = []
     asked_to_stop: list[float] = []
 
@@ -376,17 +379,25 @@ def run_flow(settings: Settings, *, processes: int = 1, recovery: bool = True) -
         stopping_since.append(time.monotonic())
         for child in children:
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)  # Bytewax stops cleanly on SIGINT
+                child.send_signal(signal.SIGINT)  # the flow stops cleanly (flows.shutdown)
 
     def on_signal(signum: int, frame: object) -> None:
+        # Forwarded even when the signal reached the whole group (Ctrl-C): a child
+        # takes the same stop arriving twice as one, and one that was still starting
+        # (signals ignored until flows.run installs its handlers) gets it now.
         asked_to_stop.append(time.monotonic())
-        if signum != signal.SIGINT:
+        if not stopping_since:
             forward(signum, frame)
-        # A SIGINT usually reached the whole process group (Ctrl-C, a group kill):
-        # the children have it already; it is forwarded below only if they linger.
 
+    # Before the children start: a stop asked for from now on reaches them.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        for cmd in flow_commands(settings, processes=processes, recovery=recovery):
+            children.append(
+                subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_ignore_stop_signals)
+            )
+            if stopping_since:
+                forward(signal.SIGINT, None)
         while True:
             codes = [c.poll() for c in children]
             if all(code is not None for code in codes):
@@ -394,8 +405,6 @@ def run_flow(settings: Settings, *, processes: int = 1, recovery: bool = True) -
                     return 0  # stopped on request (Ctrl-C, SIGTERM): a clean end
                 return max(abs(code) for code in codes if code is not None)
             now = time.monotonic()
-            if asked_to_stop and not stopping_since and now - asked_to_stop[0] > 1.0:
-                forward(signal.SIGINT, None)
             if any(code not in (None, 0) for code in codes) and not stopping_since:
                 # One process failed: the cluster cannot go on without it.
                 forward(signal.SIGINT, None)
@@ -409,10 +418,12 @@ def run_flow(settings: Settings, *, processes: int = 1, recovery: bool = True) -
             signal.signal(s, handler)
 
 
-def _default_sigint() -> None:
-    # A shell starts background jobs with SIGINT ignored, and children inherit
-    # that; Bytewax must see it to stop cleanly.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _ignore_stop_signals() -> None:
+    # Until flows.run installs the flow's own handlers (its first statement), a Ctrl-C
+    # to the process group must not interrupt the child's start; this process forwards
+    # the stop to it once it runs (see run_flow).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -181,11 +181,10 @@ class MerchantMinuteRow:
     max_cents: int
     distinct_cards: int
     alert_count: int
-    revision: int
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.merchant_id, self.window_start_us, self.revision)
+    def key(self) -> tuple[str, int]:
+        return (self.merchant_id, self.window_start_us)
 
     @property
     def mean(self) -> float:

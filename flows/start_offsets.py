@@ -1,54 +1,50 @@
-"""Where a recovery store's history begins, per Kafka partition.
+"""Where the flow starts reading a partition when Bytewax has no snapshot of it.
 
-With recovery on, a source partition without a Bytewax snapshot must start
-where the (empty) state of the flow starts, not at the consumer group's
-committed offset: the sinks commit offsets as soon as the lake has the data,
-which can be before Bytewax wrote its first snapshot. A crash in between would
-otherwise restart the stateful steps empty in the middle of the stream (lost
-windows, forgotten resends, different alerts).
+The truth is in the outputs, as in delta-io's kafka-delta-ingest: the lake's
+``transactions`` table says, per partition, the next offset it holds (its Delta
+application transactions), and the consumer group's committed offset says where the
+Kafka outputs (DLQ, alerts) end. The flow starts at the older of the two, so neither
+side misses anything; each side skips what it already has (see
+:mod:`flows.lake_sink`). Neither known: the earliest offset still in the topic.
 
-So the first run on a recovery store records the offsets it starts from (the
-group's committed offsets, else the earliest) in ``<store>/start-offsets.json``,
-with the time it did so; every later run without a snapshot starts there
-again, and reads back published DLQ records and alerts from that time on.
+With recovery on, the first run on a recovery store records these offsets in
+``<store>/start-offsets.json``, and every later run without a snapshot starts there
+again: the stateful steps (fraud history, open windows) restart empty from where
+the store's history starts, not in the middle of it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
 from flows.kafka_source import consumer_config
+from riverbed import lake
+from riverbed.kafka_admin import committed_offsets
 from riverbed.settings import Settings
 
 FILE_NAME = "start-offsets.json"
 
 
-@dataclass(frozen=True)
-class StartOffsets:
-    offsets: dict[int, int]
-    created_at: float  # unix seconds; everything the flow published since is after it
-
-
-def group_or_earliest(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
-    consumer = Consumer(consumer_config(settings))
+def resume_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Per partition: min(lake's next offset, group's committed offset), at least the earliest."""
+    in_lake: dict[int, int] = {}
+    if lake.table_exists(settings.lake_dir, "transactions"):
+        table = lake.open_table(settings.lake_dir, "transactions")
+        in_lake = lake.stored_offsets(table, topic, partitions)
+    consumer = Consumer(consumer_config(settings, **{"isolation.level": "read_committed"}))
     try:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        committed = consumer.committed(tps, timeout=30)
+        committed = committed_offsets(consumer, topic, partitions)
         out = {}
-        for tp in committed:
-            if tp.error is None and tp.offset >= 0:
-                out[tp.partition] = tp.offset
-            else:
-                low, _high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, tp.partition), timeout=30, cached=False
-                )
-                out[tp.partition] = max(low, 0)
+        for p in partitions:
+            low, _high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=30, cached=False
+            )
+            start = min(in_lake.get(p, 0), committed.get(p, 0))
+            out[p] = max(start, low, 0)
         return out
     finally:
         consumer.close()
@@ -56,21 +52,14 @@ def group_or_earliest(settings: Settings, topic: str, partitions: list[int]) -> 
 
 def load_or_record(
     store: Path, settings: Settings, topic: str, partitions: list[int]
-) -> StartOffsets:
+) -> dict[int, int]:
     """The store's start offsets; recorded now if this is the store's first run."""
     path = Path(store) / FILE_NAME
     if not path.exists():
-        created = time.time()
-        offsets = group_or_earliest(settings, topic, partitions)
+        offsets = resume_offsets(settings, topic, partitions)
         temp = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
         temp.write_text(
-            json.dumps(
-                {
-                    "topic": topic,
-                    "created_at": created,
-                    "offsets": {str(p): o for p, o in offsets.items()},
-                }
-            )
+            json.dumps({"topic": topic, "offsets": {str(p): o for p, o in offsets.items()}})
         )
         try:
             os.link(temp, path)  # fails if another process recorded first: theirs wins
@@ -79,7 +68,4 @@ def load_or_record(
         finally:
             temp.unlink()
     data = json.loads(path.read_text())
-    return StartOffsets(
-        offsets={int(p): int(o) for p, o in data["offsets"].items()},
-        created_at=float(data["created_at"]),
-    )
+    return {int(p): int(o) for p, o in data["offsets"].items()}

@@ -8,7 +8,8 @@ merges them.
 
 Counters count since the process started (so after a crash they restart from
 zero, and a replayed batch counts again); offsets are the group offsets the
-flow committed, which are exact.
+flow committed (with its Kafka transactions), which are exact; ``lake_commits`` counts
+Delta commits per dataset.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from flows.records import Counts
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def status_file_name(process_id: int | None) -> str:
@@ -40,7 +41,7 @@ class StatusBoard:
         self.started_at = time.time()
         self._lock = threading.Lock()  # several workers per process share it
         self.counts = Counts()
-        self.files: dict[str, int] = {}
+        self.commits: dict[str, int] = {}
         self.rows: dict[str, int] = {}
         self.committed_offsets: dict[str, int] = {}
         self.caught_up: dict[str, bool] = {}
@@ -50,7 +51,7 @@ class StatusBoard:
         *,
         partition_key: str | None,
         counts: Counts | None,
-        files: dict[str, int],
+        commits: dict[str, int],
         rows: dict[str, int],
         committed_offset: int | None,
         caught_up: bool | None = None,
@@ -58,8 +59,8 @@ class StatusBoard:
         with self._lock:
             if counts is not None:
                 self.counts.add(counts)
-            for dataset, n in files.items():
-                self.files[dataset] = self.files.get(dataset, 0) + n
+            for dataset, n in commits.items():
+                self.commits[dataset] = self.commits.get(dataset, 0) + n
             for dataset, n in rows.items():
                 self.rows[dataset] = self.rows.get(dataset, 0) + n
             if partition_key is not None and committed_offset is not None:
@@ -83,7 +84,7 @@ class StatusBoard:
             "late": c.late,
             "resent": c.resent,
             "alerts": dict(sorted(c.alerts.items())),
-            "files_committed": dict(sorted(self.files.items())),
+            "lake_commits": dict(sorted(self.commits.items())),
             "rows_committed": dict(sorted(self.rows.items())),
             "committed_offsets": dict(sorted(self.committed_offsets.items())),
             "caught_up": dict(sorted(self.caught_up.items())),

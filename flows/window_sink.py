@@ -1,29 +1,31 @@
-"""The merchant_minute sink: final window rows into the lake, without duplicates.
+"""The merchant_minute sink: window rows upserted into the lake's Delta table.
 
-The window merger is a single stateful step, so this sink has one partition.
-Rows are buffered and flushed like the partition sinks (interval, and every
-snapshot). A replay after a crash emits rows again; a row whose
-(merchant_id, window_start, revision) is already in a committed file is
-skipped. Which keys are committed is read from the lake lazily: only files
-whose window range (in the file name, ``mm-<first>-<last>-<id>.parquet``, unix
-seconds of window_start) reaches the oldest window being written.
+The window merger is a single stateful step, so this sink has one partition. Rows
+are buffered (a later row of a window replaces an earlier one) and flushed like the
+partition sinks: every interval and in every snapshot. A flush is one Delta MERGE on
+(``event_date``, ``merchant_id``, ``window_start``): a new window is inserted, a
+window corrected by late data is updated in place. Counts of a window only grow, so
+the MERGE replaces a stored row only by one with at least as many transactions: a
+replay after a crash, which emits windows again, never moves a window back.
+
+Fencing: a sink takes the table over when it starts, by committing the next
+generation of the application transaction ``<topic>/windows`` (the newest writer
+wins, as with Kafka's ``init_transactions``), and each MERGE records that generation
+again; an older writer's next MERGE finds a generation it did not write and is
+refused (:class:`riverbed.lake.FencedWriter`): that copy stops.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from flows.fencing import stops_when_fenced
 from flows.records import MerchantMinuteRow
 from flows.status import StatusBoard
 from riverbed import lake
@@ -32,9 +34,12 @@ log = logging.getLogger("riverbed.flow.windows")
 
 DATASET = "merchant_minute"
 PART = "merchant_minute"
-PREFIX = "mm-"
-_NAME = re.compile(r"^mm-(\d+)-(\d+)-[0-9a-f]+\.parquet$")
-_US = 1_000_000
+# A stored window is replaced only by a row at least as full.
+KEEP_IF = "s.txn_count >= t.txn_count"
+
+
+def windows_app_id(topic: str) -> str:
+    return f"{topic}/windows"
 
 
 def rows_table(rows: list[MerchantMinuteRow]) -> pa.Table:
@@ -50,21 +55,9 @@ def rows_table(rows: list[MerchantMinuteRow]) -> pa.Table:
             pa.array([r.mean for r in rows], pa.float64()),
             pa.array([r.distinct_cards for r in rows], pa.int64()),
             pa.array([r.alert_count for r in rows], pa.int64()),
-            pa.array([r.revision for r in rows], pa.int32()),
         ],
         schema=lake.MERCHANT_MINUTE_SCHEMA,
     )
-
-
-def _date_of(us: int) -> str:
-    return datetime.fromtimestamp(us // _US, UTC).date().isoformat()
-
-
-def _file_name(table: pa.Table) -> str:
-    starts = pc.cast(table.column("window_start"), pa.int64())
-    first = pc.min(starts).as_py() // _US
-    last = pc.max(starts).as_py() // _US
-    return f"{PREFIX}{first:010d}-{last:010d}-{uuid.uuid4().hex[:12]}.parquet"
 
 
 class WindowSinkPartition(StatefulSinkPartition[list[MerchantMinuteRow], None]):
@@ -72,34 +65,25 @@ class WindowSinkPartition(StatefulSinkPartition[list[MerchantMinuteRow], None]):
         self,
         *,
         lake_dir: Path,
+        topic: str,
         flush_interval_s: float,
-        retention_us: int,
         status: StatusBoard | None,
     ) -> None:
-        self.lake_dir = Path(lake_dir)
         self.flush_interval_s = flush_interval_s
-        self.retention_us = retention_us
         self.status = status
-        self.writer = lake.LakeWriter(self.lake_dir)
-        self.writer.ensure_dataset(DATASET)
-        self._committed: set[tuple[str, int, int]] = set()
-        self._loaded_from_us: int | None = None  # keys of windows from here on are loaded
-        self._newest_us = 0
-        self._rows: list[MerchantMinuteRow] = []
+        self.app = windows_app_id(topic)
+        self.writer = lake.TableWriter(Path(lake_dir), DATASET)
+        self.writer.take_over([self.app])
+        self._rows: dict[tuple[str, int], MerchantMinuteRow] = {}
         self._last_flush = time.monotonic()
 
     def write_batch(self, values: list[list[MerchantMinuteRow]]) -> None:
         for rows in values:
-            if not rows:
-                continue
-            self._load_keys(min(r.window_start_us for r in rows))
             for row in rows:
-                key = row.key
-                if key in self._committed:
-                    continue
-                self._committed.add(key)
-                self._rows.append(row)
-                self._newest_us = max(self._newest_us, row.window_start_us)
+                key = (row.merchant_id, row.window_start_us)
+                held = self._rows.get(key)
+                if held is None or row.txn_count >= held.txn_count:
+                    self._rows[key] = row
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
@@ -110,67 +94,32 @@ class WindowSinkPartition(StatefulSinkPartition[list[MerchantMinuteRow], None]):
         self.flush()
 
     def flush(self) -> None:
+        with stops_when_fenced():
+            self._flush()
+
+    def _flush(self) -> None:
         self._last_flush = time.monotonic()
         if not self._rows:
             return
-        written = self.writer.write_rows(DATASET, rows_table(self._rows), name_for=_file_name)
+        rows = list(self._rows.values())
+        commit = self.writer.upsert(rows_table(rows), {}, keep_if=KEEP_IF)
+        log.debug(
+            "windows upserted",
+            extra={
+                "rows": len(rows),
+                "version": commit.version,
+                "ms": round(commit.seconds * 1000),
+            },
+        )
         if self.status is not None:
             self.status.record_flush(
                 partition_key=None,
                 counts=None,
-                files={DATASET: len(written)},
-                rows={DATASET: len(self._rows)},
+                commits={DATASET: 1},
+                rows={DATASET: len(rows)},
                 committed_offset=None,
             )
-        self._rows = []
-        self._forget_old_keys()
-
-    def _load_keys(self, from_us: int) -> None:
-        """Make sure the committed keys of windows starting at ``from_us`` or later are known.
-
-        The files read are also checked against the manifest (a crash between a
-        file's rename and its manifest line leaves it unlisted): a replay re-emits
-        that file's rows, so its windows are always among those looked at here.
-        """
-        if self._loaded_from_us is not None and from_us >= self._loaded_from_us:
-            return
-        upto = self._loaded_from_us  # already loaded from here on
-        first_date = _date_of(from_us)
-        last_date = None if upto is None else _date_of(upto)
-        read = []
-        for path in lake.committed_files(self.lake_dir, DATASET, since=first_date):
-            match = _NAME.match(path.name)
-            day = path.parent.name.split("=", 1)[1]
-            if match is None or (last_date is not None and day > last_date):
-                continue
-            first, last = int(match[1]) * _US, int(match[2]) * _US
-            if last < from_us or (upto is not None and first >= upto):
-                continue
-            read.append(path)
-            table = pq.read_table(path, columns=["merchant_id", "window_start", "revision"])
-            starts = pc.cast(table.column("window_start"), pa.int64()).to_pylist()
-            for merchant, start, rev in zip(
-                table.column("merchant_id").to_pylist(),
-                starts,
-                table.column("revision").to_pylist(),
-                strict=True,
-            ):
-                self._committed.add((merchant, start, rev))
-        rolled = lake.roll_forward_files(self.lake_dir, DATASET, read)
-        if rolled:
-            log.warning("added missing manifest lines", extra={"files": [f.path for f in rolled]})
-        dates = {p.parent.name.split("=", 1)[1] for p in read}
-        lake.remove_temp_files(self.lake_dir, DATASET, PREFIX, event_dates=dates)
-        self._loaded_from_us = from_us
-
-    def _forget_old_keys(self) -> None:
-        # The merger never emits windows older than its correction retention behind
-        # the newest; keys that old cannot come back.
-        horizon = self._newest_us - 2 * self.retention_us
-        if self._loaded_from_us is None or horizon <= self._loaded_from_us:
-            return
-        self._committed = {k for k in self._committed if k[1] >= horizon}
-        self._loaded_from_us = horizon
+        self._rows = {}
 
 
 class WindowSink(FixedPartitionedSink[list[MerchantMinuteRow], None]):

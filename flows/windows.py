@@ -19,8 +19,8 @@ span partitions, so distinct cards add up across partitions.
 Idle partitions. A partition that is caught up and quiet reports every window
 it still holds (an *idle flush*) and stops holding the merged watermark back.
 If it later gets on-time events for a window the merger already closed, the
-merger emits the window again with the full, recomputed values and
-``revision + 1`` (readers take the highest revision per window). The merger
+merger emits the window again with the full, recomputed values, and the lake
+upserts it in place (one row per merchant and window). The merger
 keeps closed windows for that until every partition's watermark passed them,
 or for ``correction_retention_us`` of event time at most; deltas for a window
 already forgotten are counted in ``dropped_deltas`` and otherwise ignored.
@@ -155,7 +155,7 @@ class _Agg:
     max: int = -(1 << 62)
     distinct: int = 0
     alerts: int = 0
-    revision: int = -1  # -1: never emitted
+    emitted: int = 0  # times this window was written (1, then 1 per correction)
 
     def fold(self, d: WindowDelta) -> None:
         self.count += d.count
@@ -269,7 +269,7 @@ class WindowMerger:
             )
 
     def _emit(self, key: tuple[int, str], agg: _Agg) -> MerchantMinuteRow:
-        agg.revision += 1
+        agg.emitted += 1
         return MerchantMinuteRow(
             merchant_id=key[1],
             window_start_us=key[0],
@@ -280,5 +280,4 @@ class WindowMerger:
             max_cents=agg.max,
             distinct_cards=agg.distinct,
             alert_count=agg.alerts,
-            revision=agg.revision,
         )

@@ -124,14 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    try:
+        args = build_parser().parse_args(argv)
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        configure_logging(settings.log_level)
         return int(args.func(settings, args))
     except KeyboardInterrupt:
         return 130

@@ -9,10 +9,11 @@ are still reconciled. Running it twice changes nothing the second time.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -232,19 +233,44 @@ def high_watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]
         consumer.close()
 
 
+_PASSING_GROUP_ERRORS = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.UNSTABLE_OFFSET_COMMIT,
+    KafkaError._TIMED_OUT,
+}
+
+
+def committed_offsets(
+    consumer: Consumer, topic: str, partitions: Iterable[int], timeout: float = TIMEOUT_S
+) -> dict[int, int]:
+    """The consumer's group's committed offset per partition (absent: none committed).
+
+    Retries what the broker says is passing: a coordinator still loading after a start
+    (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS), or a transactional offset commit
+    still being completed (UNSTABLE_OFFSET_COMMIT).
+    """
+    wanted = [TopicPartition(topic, p) for p in partitions]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = consumer.committed(wanted, timeout=timeout)
+            return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
+        except KafkaException as exc:
+            err = exc.args[0]
+            passing = err.retriable() or err.code() in _PASSING_GROUP_ERRORS
+            if not passing or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
     """Per-partition lag of a consumer group: high watermark minus committed offset."""
     consumer = _admin_consumer(settings, group)
     try:
         watermarks = _watermarks(consumer, topic)
-        committed = consumer.committed(
-            [TopicPartition(topic, p) for p in watermarks], timeout=TIMEOUT_S
-        )
-        lag = {}
-        for tp in committed:
-            low, high = watermarks[tp.partition]
-            position = tp.offset if tp.offset >= 0 else low
-            lag[tp.partition] = max(0, high - position)
-        return lag
+        committed = committed_offsets(consumer, topic, watermarks)
+        return {p: max(0, high - committed.get(p, low)) for p, (low, high) in watermarks.items()}
     finally:
         consumer.close()

@@ -96,6 +96,21 @@ class Settings(BaseSettings):
     )
     flow_restart_backoff_s: float = Field(10.0, gt=0, description="First redeploy delay; doubles.")
     freshness_threshold_s: float = Field(120.0, gt=0)
+    lake_vacuum_retention_h: float = Field(
+        24.0,
+        ge=1,
+        description="Hours a data file replaced by compaction is kept for readers before "
+        "vacuum deletes it; longer than the longest read of the lake.",
+    )
+    warehouse_lock_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long a warehouse build (dbt) waits for another build's writer lock "
+        "before it fails naming the holder (dbt/profiles.yml reads it).",
+    )
+    lake_compact_target_mb: int = Field(
+        128, ge=1, description="Compaction writes files of about this size."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     @field_validator("home")
@@ -150,6 +165,11 @@ class Settings(BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def warehouse_read_path(self) -> Path:
+        """The read-only copy of the warehouse each build publishes, for people and dashboards."""
+        return self.home / "warehouse-read.duckdb"
 
     @property
     def flows_dir(self) -> Path:

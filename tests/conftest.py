@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,8 +93,17 @@ def recreate_topics(settings: Settings) -> None:
 
 @pytest.fixture
 def kafka_settings(broker_settings: Settings, tmp_path: Path) -> Settings:
-    """A running broker with the declared topics empty, and a RIVERBED_HOME of this test's."""
+    """A running broker with the declared topics empty, a RIVERBED_HOME of this test's, and
+    a consumer group of its own.
+
+    The group is new per test because a group a killed flow left with a transaction
+    still open cannot be deleted until that transaction times out, and its old offsets
+    would then apply to the recreated topic (the flow's transactional ids, which
+    include the group, are new per test too).
+    """
     recreate_topics(broker_settings)
     return load_settings(
-        kafka_bootstrap=broker_settings.bootstrap_servers, home=tmp_path / "riverbed"
+        kafka_bootstrap=broker_settings.bootstrap_servers,
+        home=tmp_path / "riverbed",
+        consumer_group=f"riverbed.payments.test-{uuid.uuid4().hex[:8]}",
     )

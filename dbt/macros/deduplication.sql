@@ -31,16 +31,17 @@
 
 {#-
     The replay rules, shared by the staging models (over the whole lake) and the
-    incremental facts (over the files a run reads), so both keep the same row.
+    incremental facts (over the rows a run reads), so both keep the same row.
 -#}
 
 {#- One row per transaction_id: the earliest Kafka record (a resend comes later). -#}
 {% macro deduplicate_transactions(relation) -%}
-    {{ deduplicate(relation, 'transaction_id', '_offset, _partition, _file') }}
+    {{ deduplicate(relation, 'transaction_id', '_offset, _partition') }}
 {%- endmacro %}
 
 
-{#- One row per alert_id (ids are deterministic; a replayed record repeats one). -#}
+{#- One row per alert_id (ids are deterministic; a replayed record repeats one):
+    the first detected. -#}
 {% macro deduplicate_alerts(relation) -%}
-    {{ deduplicate(relation, 'alert_id', 'detected_at, _offset, _file') }}
+    {{ deduplicate(relation, 'alert_id', 'detected_at, _partition, _offset') }}
 {%- endmacro %}

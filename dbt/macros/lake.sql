@@ -1,81 +1,113 @@
 {#-
-    Reading the Parquet lake.
+    Reading the Delta lake.
 
-    A lake dataset is a dbt source whose relation is a read_parquet() over the dataset's
-    files (see models/staging/payments/_payments__sources.yml). DuckDB's read_parquet
-    fails when a glob matches no file, and a fresh platform has none until the flow
-    flushes its first micro-batch (alerts may stay empty for long). So staging models
-    select from lake_source(), which is the source itself once the dataset has a file,
-    and until then an empty relation with the source's declared columns and types.
+    A lake dataset is a dbt source whose relation is a delta_scan() of the dataset's
+    Delta table (see models/staging/payments/_payments__sources.yml). delta_scan fails
+    when the table does not exist, and a fresh platform has none until the flow
+    commits its first micro-batch (alerts may stay absent for long). So staging models
+    select from lake_source(), which is the source itself once the table exists, and
+    until then an empty relation with the source's declared columns and types.
 -#}
 
 {% macro lake_source(source_name, table_name) -%}
-    {%- set relation = source(source_name, table_name) -%}
-    {%- if execute and lake_files(relation) | length == 0 -%}
+    {%- if execute and not lake_table_exists(source_name, table_name) -%}
         {{- return(lake_empty_relation(source_name, table_name)) -}}
     {%- endif -%}
-    {{- return(relation) -}}
+    {{- return(source(source_name, table_name)) -}}
 {%- endmacro %}
 
 
-{#- The file glob of a lake source: the first argument of its read_parquet(). -#}
-{% macro lake_glob(relation) -%}
+{#- The directory of a lake table: <lake_dir>/<domain>/<dataset> (the domain is the source). -#}
+{% macro lake_table_dir(source_name, table_name) -%}
+    {{- return(lake_dir(source_name, table_name) ~ '/' ~ source_name ~ '/' ~ table_name) -}}
+{%- endmacro %}
+
+
+{#- Whether a lake table exists: its Delta log has an entry (a listing, nothing opened). -#}
+{% macro lake_table_exists(source_name, table_name) -%}
+    {%- set log = lake_table_dir(source_name, table_name) ~ '/_delta_log/*' -%}
+    {%- set found = run_query("select count(*) from glob('" ~ log | replace("'", "''") ~ "')") -%}
+    {{- return(found.columns[0].values()[0] > 0) -}}
+{%- endmacro %}
+
+
+{#- The current version of a lake table (none without a table): the newest commit
+    file of its Delta log (a listing, nothing opened). Read before the table is
+    scanned, so a build that records it claims no more than it read. -#}
+{% macro lake_table_version(source_name, table_name) -%}
     {%- if not execute -%}
-        {{- return('') -}}
+        {{- return(none) -}}
     {%- endif -%}
-    {%- set match = modules.re.search("read_parquet\\(\\s*'([^']+)'", relation.render()) -%}
-    {%- if not match -%}
-        {{- exceptions.raise_compiler_error(
-            "lake source " ~ relation ~ " is not a read_parquet('<glob>', ...) relation") -}}
-    {%- endif -%}
-    {{- return(match.group(1)) -}}
+    {%- set log = lake_table_dir(source_name, table_name) | replace("'", "''") ~ '/_delta_log' -%}
+    {%- set query -%}
+        select max(cast(regexp_extract(file, '(\d+)\.json$', 1) as bigint))
+        from glob('{{ log }}/*.json')
+    {%- endset -%}
+    {{- return(run_query(query).columns[0].values()[0]) -}}
 {%- endmacro %}
 
 
-{#- The files a lake source reads now (full paths as read_parquet's filename gives them). -#}
-{% macro lake_files(relation) -%}
-    {%- set result = run_query("select file from glob('" ~ lake_glob(relation) ~ "') order by file") -%}
-    {{- return(result.columns[0].values() | list) -}}
-{%- endmacro %}
+{#-
+    The event_date partitions (as 'YYYY-MM-DD') of a lake table whose data changed
+    after version `since_version` up to `until_version`, from the Delta log: the
+    partitions of the files the commits in between added or removed. Delta data files
+    are immutable, so a row inserted or updated (an upsert rewrites the file holding
+    the row: remove + add) shows as a file action in its partition. Compaction also
+    adds and removes files, changing no row: its partitions come back for nothing,
+    never wrongly.
 
-
-{#- Whether the lake's files of a source have `column` (an optional column added to
-    the contract later): the newest file (by path) answers, only its footer is read.
-    While the dataset has no file, the declared columns answer. -#}
-{% macro lake_has_column(relation, column) -%}
+    none means "cannot tell, take every partition": no earlier version, a commit in
+    between no longer in the log (entries expire after logRetentionDuration), or more
+    than var('lake_max_commits_read') commits to read (cheaper to recompute then).
+-#}
+{% macro lake_changed_dates(source_name, table_name, since_version, until_version) -%}
     {%- if not execute -%}
-        {{- return(false) -}}
+        {{- return([]) -}}
     {%- endif -%}
-    {%- set files = lake_files(relation) -%}
-    {%- if files | length == 0 -%}
-        {{- return(true) -}}
+    {%- if since_version is none or until_version is none or until_version < since_version -%}
+        {{- return(none) -}}
+    {%- endif -%}
+    {%- set since, until = since_version | int, until_version | int -%}
+    {%- if since == until -%}
+        {{- return([]) -}}
+    {%- endif -%}
+    {%- if until - since > var('lake_max_commits_read') | int -%}
+        {{- return(none) -}}
+    {%- endif -%}
+    {%- set log = lake_table_dir(source_name, table_name) | replace("'", "''") ~ '/_delta_log' -%}
+    {%- set commits = [] -%}
+    {%- for version in range(since + 1, until + 1) -%}
+        {%- do commits.append("'" ~ log ~ "/" ~ '%020d' % version ~ ".json'") -%}
+    {%- endfor -%}
+    {%- set present = run_query(
+        "select count(*) from glob('" ~ log ~ "/*.json') where file in (" ~ commits | join(', ') ~ ")"
+    ).columns[0].values()[0] -%}
+    {%- if present != commits | length -%}
+        {{- return(none) -}}
     {%- endif -%}
     {%- set query -%}
-        select count(*) from parquet_schema('{{ files[-1] }}') where name = '{{ column }}'
+        with actions as (
+            select coalesce(json -> '$.add', json -> '$.remove') as action
+            from read_ndjson_objects([{{ commits | join(', ') }}])
+        )
+        select distinct coalesce(
+            action ->> '$.partitionValues.event_date',
+            regexp_extract(action ->> '$.path', 'event_date=([0-9]{4}-[0-9]{2}-[0-9]{2})', 1)
+        ) as event_date
+        from actions
+        where action is not null
+        order by event_date
     {%- endset -%}
-    {{- return(run_query(query).columns[0].values()[0] > 0) -}}
+    {{- return(run_query(query).columns[0].values() | list) -}}
 {%- endmacro %}
 
 
-{#- Rows per file of a lake source, from the Parquet footers (no data read): file is
-    the path relative to the lake root. No files: no rows. -#}
-{% macro lake_file_rows(relation) -%}
-    {%- if execute and lake_files(relation) | length > 0 -%}
-    (
-        select
-            {{ lake_relative_path('file_name') }} as _file,
-            any_value(num_rows) as rows
-        from parquet_file_metadata('{{ lake_glob(relation) }}')
-        group by file_name
-    )
-    {%- else -%}
-    (select cast(null as varchar) as _file, cast(null as bigint) as rows limit 0)
-    {%- endif -%}
-{%- endmacro %}
-
-
-{#- The root of the lake (the `lake_dir` meta of the sources). -#}
+{#- The root of the lake (the `lake_dir` meta of the sources; a unit test's graph has
+    no sources, and then the same default answers). -#}
 {% macro lake_dir(source_name='payments', table_name='transactions') -%}
+    {%- if graph.sources is not defined -%}
+        {{- return(var('lake_dir', env_var('RIVERBED_HOME', '.riverbed') ~ '/lake')) -}}
+    {%- endif -%}
     {{- return(lake_source_node(source_name, table_name).meta['lake_dir']) -}}
 {%- endmacro %}
 
@@ -90,113 +122,16 @@
 {%- endmacro %}
 
 
-{#- No rows, with the declared columns of the source, and read_parquet's `filename`. -#}
+{#- No rows, with the declared columns and types of the source. -#}
 {% macro lake_empty_relation(source_name, table_name) -%}
     {%- set node = lake_source_node(source_name, table_name) -%}
     (
         select
             {%- for column in node.columns.values() %}
-            cast(null as {{ column.data_type }}) as {{ column.name }},
+            cast(null as {{ column.data_type }}) as {{ column.name }}{{ "," if not loop.last }}
             {%- endfor %}
-            cast(null as varchar) as filename
         limit 0
     )
-{%- endmacro %}
-
-
-{#- A lake file's path relative to the lake root, as the manifest names it:
-    payments/<dataset>/event_date=YYYY-MM-DD/<name>.parquet -#}
-{% macro lake_relative_path(column) -%}
-    regexp_extract({{ column }}, '[^/]+/[^/]+/event_date=[^/]+/[^/]+$')
-{%- endmacro %}
-
-
-{#-
-    The files of a lake source that an incremental run of `loaded_relation` has to read
-    (relative paths, sorted). Listing the lake is a glob: no file is opened. A file is
-    done when the target holds a row from it, or when the manifest says it was committed
-    before the last listing that loaded rows (its rows were read then, and those not in
-    the target were duplicates: a file of resends, or a batch the flow wrote again after
-    a crash). Without the second rule such a file would be read again on every run.
-    Relies on the writer stamping committed_at after the rename, and on clocks agreeing
-    within var('lake_clock_skew_seconds').
--#}
-{% macro lake_unloaded_files(source_name, table_name, loaded_relation) -%}
-    {%- set relation = source(source_name, table_name) -%}
-    {%- if not execute -%}
-        {{- return([]) -}}
-    {%- endif -%}
-    {%- set query -%}
-        with
-
-        lake_files as (
-            select {{ lake_relative_path('file') }} as _file
-            from glob('{{ lake_glob(relation) }}')
-        ),
-
-        loaded_files as (
-            -- distinct over the column is cheap (dictionary-encoded); a set
-            -- difference against all its rows would hash every one
-            select distinct _file from {{ loaded_relation }}
-        ),
-
-        read_before as (
-            {{ lake_files_read_before(table_name, source_name, loaded_relation) }}
-        )
-
-        select _file from lake_files
-        anti join loaded_files using (_file)
-        anti join read_before using (_file)
-        order by _file
-    {%- endset -%}
-    {{- return(run_query(query).columns[0].values() | list) -}}
-{%- endmacro %}
-
-
-{#-
-    The files the manifest shows as committed before the last listing of the lake
-    that loaded rows into `loaded_relation` (its max `_lake_listed_at`): that listing,
-    or an earlier one, saw them. The margin var('lake_clock_skew_seconds') allows for
-    the writer's clock being ahead of dbt's.
--#}
-{% macro lake_files_read_before(dataset, source_name, loaded_relation) -%}
-    select manifest.path as _file
-    from {{ lake_manifest(dataset, source_name) }} as manifest
-    where manifest.committed_at < (
-        select max(_lake_listed_at) - to_seconds({{ var('lake_clock_skew_seconds') }})
-        from {{ loaded_relation }}
-    )
-{%- endmacro %}
-
-
-{#-
-    The event_date partitions of a lake source holding a file that was not read by
-    the last listing that loaded `loaded_relation` (see lake_files_read_before): the
-    partitions an aggregate over the source has to recompute. Dates as 'YYYY-MM-DD'.
--#}
-{% macro lake_changed_partitions(source_name, table_name, loaded_relation) -%}
-    {%- set relation = source(source_name, table_name) -%}
-    {%- if not execute -%}
-        {{- return([]) -}}
-    {%- endif -%}
-    {%- set query -%}
-        with
-
-        lake_files as (
-            select {{ lake_relative_path('file') }} as _file
-            from glob('{{ lake_glob(relation) }}')
-        ),
-
-        read_before as (
-            {{ lake_files_read_before(table_name, source_name, loaded_relation) }}
-        )
-
-        select distinct regexp_extract(_file, 'event_date=([^/]+)/', 1) as event_date
-        from lake_files
-        anti join read_before using (_file)
-        order by event_date
-    {%- endset -%}
-    {{- return(run_query(query).columns[0].values() | list) -}}
 {%- endmacro %}
 
 
@@ -210,48 +145,5 @@
             '{{ value | replace("'", "''") }}'{{ "," if not loop.last }}
             {%- endfor %}
         )
-    {%- endif -%}
-{%- endmacro %}
-
-
-{#-
-    The lake manifest of a dataset: one row per committed file (path relative to the
-    lake root, rows, committed_at, the Kafka offset ranges it holds).
-
-    A line is appended after its file is renamed into place; a last line without its
-    newline is a torn append and is ignored. No manifest yet: no rows.
--#}
-{% macro lake_manifest(dataset, source_name='payments') -%}
-    {%- set path = lake_dir(source_name) ~ '/_manifest/' ~ source_name ~ '/' ~ dataset ~ '.jsonl' if execute else '' -%}
-    {%- set exists = execute and run_query("select count(*) from glob('" ~ path ~ "')").columns[0].values()[0] > 0 -%}
-    {%- if exists -%}
-    (
-        with lines as (
-            -- everything before the last newline: complete lines only
-            select unnest(string_split(content, chr(10))[1:-2]) as line
-            from read_text('{{ path }}')
-        )
-        select
-            line ->> '$.path' as path,
-            line ->> '$.dataset' as dataset,
-            cast(line ->> '$.rows' as bigint) as rows,
-            cast(line ->> '$.committed_at' as timestamptz) as committed_at,
-            cast(
-                line -> '$.ranges' as
-                struct(topic varchar, "partition" integer, first_offset bigint, last_offset bigint)[]
-            ) as ranges
-        from lines
-        where line <> ''
-    )
-    {%- else -%}
-    (
-        select
-            cast(null as varchar) as path,
-            cast(null as varchar) as dataset,
-            cast(null as bigint) as rows,
-            cast(null as timestamptz) as committed_at,
-            cast(null as struct(topic varchar, "partition" integer, first_offset bigint, last_offset bigint)[]) as ranges
-        limit 0
-    )
     {%- endif -%}
 {%- endmacro %}

@@ -15,3 +15,9 @@ def flow_key(domain: str) -> dg.AssetKey:
 
 def lake_key(domain: str, dataset: str) -> dg.AssetKey:
     return dg.AssetKey(["lake", domain, dataset])
+
+
+def lake_upkeep_key(domain: str, dataset: str) -> dg.AssetKey:
+    """The upkeep (compaction and vacuum) of a lake table; not under ``lake/`` so that
+    prefix selects the tables the flows write, nothing Dagster runs."""
+    return dg.AssetKey(["lake_upkeep", domain, dataset])

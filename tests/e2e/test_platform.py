@@ -101,9 +101,10 @@ def wait_until_deployed(settings: Settings, process: subprocess.Popen[bytes], lo
 
 
 def warehouse_count(settings: Settings, table: str) -> int | None:
-    """Rows in a mart, or None while it does not exist or a build holds the file."""
+    """Rows in a mart of the read copy each build publishes (what the README tells people
+    to query), or None before the first build published it."""
     try:
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        with duckdb.connect(str(settings.warehouse_read_path), read_only=True) as con:
             return int(con.execute(f"select count(*) from {table}").fetchone()[0])  # type: ignore[index]
     except duckdb.Error:
         return None

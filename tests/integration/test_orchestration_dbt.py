@@ -76,3 +76,6 @@ def test_materializing_the_warehouse_runs_dbt_and_records_checks(
     assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("select count(*) from fct_transactions").fetchone() == (40,)
+    # The build published the read-only copy readers use, with what it built.
+    with duckdb.connect(str(settings.warehouse_read_path), read_only=True) as con:
+        assert con.execute("select count(*) from fct_transactions").fetchone() == (40,)

@@ -1,19 +1,22 @@
 """The dbt warehouse over a synthetic lake: real dbt, real DuckDB, no Kafka.
 
-A known input (a few thousand transactions with resends, a replayed batch, alerts,
-merchant_minute rows) is written exactly as the flow writes the lake; ``dbt build``
-must produce marts equal to an oracle computed here in Python. A second micro-batch
-(a new day, late events and stragglers into an old day, resends of loaded
-transactions) must add exactly the new rows, reading only the new files. Broken
-inputs must fail the build.
+A known input (a few thousand transactions with producer resends, alerts,
+merchant_minute windows) is written to the Delta lake the way the flow writes it
+(riverbed.lake.TableWriter: offsets recorded per commit, windows upserted); ``dbt
+build`` must produce marts equal to an oracle computed here in Python. A second
+micro-batch (a new day, late events and stragglers into an old day, resends of loaded
+transactions) must add exactly the new rows, reading only the records above the
+loaded offsets and recomputing only the changed dates. Compaction must change
+nothing. Broken inputs must fail the build.
 
 Late events (``late`` true: past the allowed lateness) are kept in the transactions
 and join no window; stragglers (within the allowed lateness, but after their window
-was written) make the flow write their window again, with a higher revision.
+was written) make the flow upsert their window.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -27,9 +30,10 @@ from typing import Any
 
 import duckdb
 import pytest
+from deltalake import write_deltalake
 
+from riverbed import lake as lake_tables
 from tests.support.lake_fixture import (
-    CommittedFile,
     DbtRun,
     Row,
     SyntheticLake,
@@ -43,9 +47,6 @@ from tests.support.lake_fixture import (
 RULES = ("velocity", "amount_spike", "impossible_travel", "card_testing")
 COUNTRIES = ("FR", "DE", "GB", "US", "ES")
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
-# Same host, same clock: the files of one step are committed moments before dbt lists
-# the lake, so the default safety margin of 1 s would make the runs depend on timing.
-DBT_VARS = {"lake_clock_skew_seconds": 0}
 
 
 # --------------------------------------------------------------------------------------
@@ -111,25 +112,23 @@ class Lake:
     lake: SyntheticLake
     rng: random.Random
     records: list[Row] = field(default_factory=list)  # every transaction record sent
-    alerts: list[Row] = field(default_factory=list)  # every alert written (replays too)
-    revisions: dict[tuple[str, datetime], int] = field(default_factory=dict)
-    files: dict[str, list[CommittedFile]] = field(default_factory=lambda: defaultdict(list))
+    alerts: list[Row] = field(default_factory=list)  # every alert written
 
     def send(self, transactions: Sequence[Row]) -> list[Row]:
-        """Transactions as the flow lands them: with Kafka offsets, in files of 400."""
+        """Transactions as the flow lands them: with Kafka offsets, in commits of 400."""
         return self.land(self.lake.offsets.assign(transactions))
 
     def land(self, records: list[Row]) -> list[Row]:
         self.records += records
-        self.files["transactions"] += self.lake.commit("transactions", records, rows_per_file=400)
+        self.lake.commit("transactions", records, rows_per_commit=400)
         return records
 
     def raise_alerts(self, alerts: Sequence[Row]) -> None:
         self.alerts += alerts
-        self.files["alerts"] += self.lake.commit("alerts", alerts, rows_per_file=100)
+        self.lake.commit("alerts", alerts, rows_per_commit=100)
 
     def aggregate_windows(self, touched: Sequence[Row]) -> None:
-        """(Re)write the merchant_minute rows of every window an on-time transaction of
+        """Upsert the merchant_minute rows of every window an on-time transaction of
         ``touched`` falls in (a late one joins no window)."""
         keys = {(t["merchant_id"], window_start(t["event_time"])) for t in touched if not t["late"]}
         alerts = list({a["alert_id"]: a for a in self.alerts}.values())
@@ -138,32 +137,17 @@ class Lake:
             for r in merchant_minute_rows(self.records, alerts)
             if (r["merchant_id"], r["window_start"]) in keys
         ]
-        for r in rows:  # a window written again is a new revision
-            key = (r["merchant_id"], r["window_start"])
-            r["revision"] = self.revisions[key] = self.revisions.get(key, -1) + 1
-        self.files["merchant_minute"] += self.lake.commit("merchant_minute", rows)
-
-    def new_files(self, dataset: str, since: int) -> set[str]:
-        return {f.path for f in self.files[dataset][since:]}
+        self.lake.upsert_windows(rows)
 
 
 def first_batch(lake: Lake) -> None:
-    """Three days of transactions, resends, a replayed file, alerts and windows."""
+    """Three days of transactions, producer resends, alerts and windows."""
     rng = lake.rng
     originals = make_transactions(rng, 0, 2_400, day=0, days=3)
     resent = [dict(t) for t in rng.sample(originals, 48)]  # producer resends, later offsets
-    records = lake.lake.offsets.assign(originals + resent)
-    # A crash after a rename and before the manifest append: the flow writes the batch
-    # again under a new name; the first copy stays, unlisted (the same offsets twice).
-    lake.lake.commit("transactions", records[:400], manifest=False)
-    lake.land(records)
-    alerts = make_alerts(rng, records[: len(originals)], share=0.04)
-    lake.raise_alerts(alerts)
-    lake.lake.commit("alerts", alerts[:5])  # a replayed alert file (same ids again)
-    lake.alerts += alerts[:5]
+    records = lake.land(lake.lake.offsets.assign(originals + resent))
+    lake.raise_alerts(make_alerts(rng, records[: len(originals)], share=0.04))
     lake.aggregate_windows(records)
-    lake.lake.write_temp_file("transactions", date(2026, 11, 21))  # half-written, hidden
-    lake.lake.write_temp_file("merchant_minute", date(2026, 11, 21))
 
 
 def second_batch(lake: Lake) -> None:
@@ -181,7 +165,15 @@ def second_batch(lake: Lake) -> None:
     new = records[:650]  # the flow dropped the resends
     lake.raise_alerts(make_alerts(rng, new, share=0.05))
     lake.aggregate_windows(new)
-    lake.lake.append_torn_manifest_line("transactions")  # a crash mid-append
+
+
+def offset_watermarks(records: Sequence[Row]) -> dict[int, int]:
+    """Per partition: the highest offset of a transaction's first record (the oracle of
+    what fct_transactions holds)."""
+    out: dict[int, int] = {}
+    for t in dedupe_transactions(records):
+        out[t["_partition"]] = max(out.get(t["_partition"], -1), t["_offset"])
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -284,7 +276,7 @@ class Oracle:
 class Snapshot:
     """What the warehouse holds after a build."""
 
-    transactions: dict[str, tuple[Any, ...]]  # transaction_id -> (_offset, _file, listed_at)
+    transactions: dict[str, tuple[Any, ...]]  # transaction_id -> (_offset, _loaded_at)
     alert_ids: list[str]
     merchant_hourly: dict[tuple[str, datetime], tuple[Any, ...]]
     cards: dict[str, tuple[Any, ...]]
@@ -305,8 +297,7 @@ class Snapshot:
                 transactions={
                     r[0]: r[1:]
                     for r in rows(
-                        "select transaction_id, _offset, _file, _lake_listed_at "
-                        "from fct_transactions"
+                        "select transaction_id, _offset, _loaded_at from fct_transactions"
                     )
                 },
                 alert_ids=[r[0] for r in rows("select alert_id from fct_fraud_alerts")],
@@ -355,7 +346,7 @@ class Snapshot:
 
 def assert_marts_match(snapshot: Snapshot, oracle: Oracle) -> None:
     assert sorted(snapshot.transactions) == sorted(oracle.transactions)
-    for tid, (offset, _file, _listed) in snapshot.transactions.items():
+    for tid, (offset, _loaded_at) in snapshot.transactions.items():
         assert offset == oracle.transactions[tid]["_offset"], tid  # the earliest record
     assert sorted(snapshot.alert_ids) == sorted(oracle.alerts)
     assert snapshot.merchant_hourly == oracle.merchant_hourly()
@@ -368,12 +359,8 @@ def assert_marts_match(snapshot: Snapshot, oracle: Oracle) -> None:
         assert snapshot.flagged_shares[(day, rule)] == pytest.approx(flagged / txns)
 
 
-def files_named_in(sql: str, dataset: str) -> set[str]:
-    return set(re.findall(rf"'(payments/{dataset}/event_date=[^']+\.parquet)'", sql))
-
-
 def build(home: Path) -> DbtRun:
-    result = run_dbt(home, "build", dbt_vars=DBT_VARS)
+    result = run_dbt(home, "build")
     assert result.ok, result.output[-6000:]
     return result
 
@@ -386,7 +373,10 @@ class Scenario:
     second: Snapshot
     second_oracle: Oracle
     second_run: DbtRun
-    new_files: dict[str, set[str]]
+    second_sql: dict[str, str]  # compiled SQL of the incremental build, per mart
+    first_watermarks: dict[int, int]
+    compacted: Snapshot
+    compacted_run: DbtRun
 
 
 @pytest.fixture(scope="module")
@@ -399,18 +389,31 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     build(home)
     first = Snapshot.of(home)
     first_oracle = Oracle.of(lake)
+    first_watermarks = offset_watermarks(lake.records)
 
-    seen = {dataset: len(files) for dataset, files in lake.files.items()}
     second_batch(lake)
     second_run = build(home)
+    second = Snapshot.of(home)
+    second_sql = {
+        model: second_run.compiled_sql(f"marts/payments/{model}.sql")
+        for model in ("fct_transactions", "agg_merchant_hourly")
+    }
+
+    # compaction rewrites every file; a build after it must change nothing
+    for dataset in ("transactions", "alerts", "merchant_minute"):
+        assert lake_tables.compact(home / "lake", dataset).files_removed > 0
+    compacted_run = build(home)
     yield Scenario(
         lake=lake,
         first=first,
         first_oracle=first_oracle,
-        second=Snapshot.of(home),
+        second=second,
         second_oracle=Oracle.of(lake),
         second_run=second_run,
-        new_files={dataset: lake.new_files(dataset, seen[dataset]) for dataset in seen},
+        second_sql=second_sql,
+        first_watermarks=first_watermarks,
+        compacted=Snapshot.of(home),
+        compacted_run=compacted_run,
     )
 
 
@@ -433,18 +436,25 @@ def test_incremental_build_adds_exactly_the_new_rows(scenario: Scenario) -> None
     assert_marts_match(scenario.second, scenario.second_oracle)
 
 
-def test_incremental_build_reads_only_the_new_files(scenario: Scenario) -> None:
-    run = scenario.second_run
-    for model, dataset in [("fct_transactions", "transactions"), ("fct_fraud_alerts", "alerts")]:
-        sql = run.compiled_sql(f"marts/payments/{model}.sql")
-        assert files_named_in(sql, dataset) == scenario.new_files[dataset], model
-    # the hourly aggregate recomputes the dates of new merchant_minute files only
-    sql = run.compiled_sql("marts/payments/agg_merchant_hourly.sql")
-    changed = {
-        f.split("event_date=")[1].split("/")[0] for f in scenario.new_files["merchant_minute"]
-    }
-    assert changed == {"2026-11-20", "2026-11-23"}
-    assert set(re.findall(r"'(\d{4}-\d{2}-\d{2})'", sql)) == changed
+def test_incremental_build_reads_only_records_above_the_loaded_offsets(
+    scenario: Scenario,
+) -> None:
+    floor = min(scenario.first_watermarks.values())
+    sql = scenario.second_sql["fct_transactions"]
+    # the literal floor delta_scan skips files by: the lowest partition watermark
+    assert re.search(rf"where _offset > {floor}\b", sql), sql
+    # the hourly aggregate recomputes the dates whose merchant_minute rows changed:
+    # the new day, and the first day (stragglers updated windows there)
+    sql = scenario.second_sql["agg_merchant_hourly"]
+    assert set(re.findall(r"'(\d{4}-\d{2}-\d{2})'", sql)) == {"2026-11-20", "2026-11-23"}
+
+
+def test_compaction_changes_nothing_in_the_warehouse(scenario: Scenario) -> None:
+    # float means may differ in the last bits (a recomputed date sums in another order)
+    compacted = dataclasses.replace(scenario.compacted, hourly_means={})
+    assert compacted == dataclasses.replace(scenario.second, hourly_means={})
+    assert scenario.compacted.hourly_means == pytest.approx(scenario.second.hourly_means)
+    assert all(s in ("pass", "success") for s in scenario.compacted_run.statuses().values())
 
 
 def test_stragglers_update_their_windows(scenario: Scenario) -> None:
@@ -471,9 +481,9 @@ def test_late_events_are_kept_but_join_no_window(scenario: Scenario) -> None:
     assert counted == len(txns) - len(late)
 
 
-def test_every_build_passes_the_manifest_reconciliation(scenario: Scenario) -> None:
+def test_every_build_passes_the_lake_reconciliation(scenario: Scenario) -> None:
     statuses = scenario.second_run.statuses()
-    assert statuses["test.riverbed.assert_manifest_reconciles"] == "pass"
+    assert statuses["test.riverbed.assert_lake_reconciles"] == "pass"
     assert all(s in ("pass", "success") for s in statuses.values()), statuses
 
 
@@ -485,13 +495,21 @@ def test_every_build_passes_the_manifest_reconciliation(scenario: Scenario) -> N
 def _small_lake(home: Path) -> Lake:
     lake = Lake(SyntheticLake(home / "lake"), random.Random(7))
     records = lake.send(make_transactions(lake.rng, 0, 300, day=0))
-    lake.raise_alerts(make_alerts(lake.rng, records, share=0.05))
+    lake.raise_alerts(make_alerts(lake.rng, records[:150], share=0.05))
     lake.aggregate_windows(records)
     return lake
 
 
 def _alert_without_transaction(lake: Lake) -> None:
-    orphan = dict(lake.alerts[0], alert_id="al-velocity-tx-missing", transaction_id="tx-missing")
+    # on a record the lake has (another transaction's), so it is within what is loaded
+    record = lake.records[-1]
+    orphan = dict(
+        lake.alerts[0],
+        alert_id="al-velocity-tx-missing",
+        transaction_id="tx-missing",
+        _partition=record["_partition"],
+        _offset=record["_offset"],
+    )
     lake.raise_alerts([orphan])
 
 
@@ -499,34 +517,41 @@ def _unknown_channel(lake: Lake) -> None:
     lake.send([dict(make_transactions(lake.rng, 900, 1, day=0)[0], channel="mail")])
 
 
-def _manifest_lists_a_missing_file(lake: Lake) -> None:
-    ghost = lake.files["transactions"][0]
-    lake.lake.append_manifest(
-        CommittedFile(
-            path=ghost.path.replace("part-", "part-gone-"),
-            dataset="transactions",
-            event_date=ghost.event_date,
-            rows=10,
-            ranges=ghost.ranges,
-            committed_at=datetime.now(UTC) - timedelta(minutes=1),
-        )
-    )
-
-
 @pytest.mark.parametrize(
     ("breakage", "failing_test"),
     [
         (_alert_without_transaction, "relationships_fct_fraud_alerts_transaction_id"),
         (_unknown_channel, "accepted_values_fct_transactions_channel"),
-        (_manifest_lists_a_missing_file, "assert_manifest_reconciles"),
     ],
-    ids=["alert-without-transaction", "unknown-channel", "manifest-lists-missing-file"],
+    ids=["alert-without-transaction", "unknown-channel"],
 )
 def test_broken_input_fails_the_build(tmp_path: Path, breakage: Any, failing_test: str) -> None:
     home = tmp_path / "riverbed"
     lake = _small_lake(home)
     breakage(lake)
-    result = run_dbt(home, "build", dbt_vars=DBT_VARS)
+    result = run_dbt(home, "build")
     assert result.returncode != 0, result.output[-4000:]
     failed = [uid for uid, status in result.statuses().items() if status in ("fail", "error")]
     assert any(failing_test in uid for uid in failed), (failed, result.output[-4000:])
+
+
+def test_records_committed_below_a_loaded_offset_fail_the_reconciliation(tmp_path: Path) -> None:
+    """A writer breaking the contract (records committed out of offset order, below
+    what a build already loaded) is caught: the build cannot load them, and the
+    reconciliation with the lake names them."""
+    home = tmp_path / "riverbed"
+    lake = Lake(SyntheticLake(home / "lake"), random.Random(11))
+    lake.lake.offsets.next_offset = {p: 5 for p in range(lake.lake.offsets.partitions)}
+    lake.send(make_transactions(lake.rng, 0, 60, day=0))  # offsets 0..4 left unused
+    assert run_dbt(home, "build").ok
+    stray = make_transactions(lake.rng, 500, 1, day=0)[0]
+    stray.update(_topic="payments.transactions", _partition=0, _offset=2)
+    table = lake.lake.to_table("transactions", [stray])
+    write_deltalake(
+        lake.lake.dataset_dir("transactions"),
+        lake_tables.with_event_date("transactions", table),
+        mode="append",
+    )
+    result = run_dbt(home, "build")
+    assert result.returncode != 0, result.output[-4000:]
+    assert result.statuses()["test.riverbed.assert_lake_reconciles"] == "fail"

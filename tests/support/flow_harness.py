@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,12 +21,14 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from flows.config import FlowConfig
+from flows.kafka_outputs import READ_COMMITTED
 from flows.payments import ensure_recovery_store, flow_commands, settings_env
 from flows.processor import PartitionProcessor
 from flows.records import AlertRecord, SourceBatch
 from producers.kafka_loop import PRODUCER_DEFAULTS
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed import lake
+from riverbed.kafka_admin import committed_offsets as kafka_committed
 from riverbed.kafka_admin import high_watermarks
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
@@ -110,6 +113,8 @@ def read_topic(settings: Settings, topic: str) -> Iterator[Message]:
             **settings.kafka_client_config(),
             "group.id": "test.readback",
             "enable.auto.commit": False,
+            # The flow writes alerts and the DLQ in transactions: what a reader sees.
+            **READ_COMMITTED,
         }
     )
     try:
@@ -119,15 +124,21 @@ def read_topic(settings: Settings, topic: str) -> Iterator[Message]:
             if high <= low:
                 continue
             consumer.assign([TopicPartition(topic, p, low)])
-            position = low
-            while position < high:
+            # Read committed: transaction markers take offsets but are never delivered,
+            # so the position, not the last message, says when the end is reached.
+            while _position(consumer, topic, p) < high:
                 for msg in consumer.consume(10_000, 0.1):
-                    assert msg.error() is None, msg.error()
-                    position = msg.offset() + 1
+                    if msg.error() is not None:
+                        assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                        continue
                     yield msg
             consumer.unassign()
     finally:
         consumer.close()
+
+
+def _position(consumer: Consumer, topic: str, partition: int) -> int:
+    return consumer.position([TopicPartition(topic, partition)])[0].offset
 
 
 def read_records(settings: Settings, topic: str = PAYMENTS_TRANSACTIONS) -> list[Record]:
@@ -147,20 +158,31 @@ def committed_offsets(
     settings: Settings, topic: str = PAYMENTS_TRANSACTIONS, partitions: list[int] | None = None
 ) -> dict[int, int]:
     """Per partition (all of the topic's by default): the flow's consumer group offset."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.consumer_group})
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": settings.consumer_group, **READ_COMMITTED}
+    )
     try:
         if partitions is None:
             partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
-        return {tp.partition: tp.offset for tp in tps}
+        found = kafka_committed(consumer, topic, partitions)
+        return {p: found.get(p, -1001) for p in partitions}
     finally:
         consumer.close()
 
 
+def lake_offsets(settings: Settings, topic: str = PAYMENTS_TRANSACTIONS) -> dict[int, int]:
+    """Per partition: the next offset the lake's transactions table says it holds."""
+    if not lake.table_exists(settings.lake_dir, "transactions"):
+        return {}
+    table = lake.open_table(settings.lake_dir, "transactions")
+    return lake.stored_offsets(table, topic, range(64))
+
+
 def drained(settings: Settings) -> Callable[[], bool]:
-    """A check that the consumer group has reached the topic's end as it is now."""
+    """A check that the flow has reached the topic's end as it is now, on both sides:
+    the consumer group's offsets (the Kafka outputs) and the lake's recorded offsets."""
     ends = end_offsets(settings)
-    return lambda: committed_offsets(settings) == ends
+    return lambda: committed_offsets(settings) == ends and lake_offsets(settings) == ends
 
 
 def scan(settings: Settings, dataset: str) -> str:
@@ -168,21 +190,52 @@ def scan(settings: Settings, dataset: str) -> str:
     return lake.scan_sql(settings.lake_dir, dataset)
 
 
+def query(sql: str) -> list[tuple]:
+    """Rows of a DuckDB query that may read the lake (``scan(...)``)."""
+    con = lake.connect_duckdb()
+    try:
+        return con.sql(sql).fetchall()
+    finally:
+        con.close()
+
+
 # -- running the flow -------------------------------------------------------------------
 
 
 def start_flow(
-    settings: Settings, log: Path, *, processes: int = 1, recovery: bool = True
+    settings: Settings,
+    log: Path,
+    *,
+    processes: int = 1,
+    recovery: bool = True,
+    new_session: bool = False,
 ) -> list[subprocess.Popen]:
-    """Start the flow's processes as a deployment does, their output appended to ``log``."""
+    """Start the flow's processes as a deployment does, their output appended to ``log``.
+
+    ``new_session``: run ``riverbed flow run payments`` instead, as a process group of
+    its own (the CLI and its Bytewax processes), as a terminal or a container runs it.
+    """
     if recovery:
         ensure_recovery_store(settings)
     env = {**os.environ, **settings_env(settings)}
     log.parent.mkdir(parents=True, exist_ok=True)
+    if new_session:
+        argv = [sys.executable, "-m", "riverbed.cli", "flow", "run", "payments"]
+        argv += ["--processes", str(processes)] + ([] if recovery else ["--no-recovery"])
+        commands = [argv]
+    else:
+        commands = flow_commands(settings, processes=processes, recovery=recovery)
     with open(log, "ab") as out:
         return [
-            subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-            for cmd in flow_commands(settings, processes=processes, recovery=recovery)
+            subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=new_session,
+            )
+            for cmd in commands
         ]
 
 

@@ -1,28 +1,23 @@
-"""A synthetic Riverbed lake, written exactly as the flow writes it, for tests without Kafka.
+"""A synthetic Riverbed lake, written the way the flow writes it, for tests without Kafka.
 
-The lake contract (see ``shared/DESIGN.md``):
+The lake contract (see ``shared/DESIGN.md``): one Delta Lake table per dataset at
+``<lake>/payments/<dataset>/``, partitioned by ``event_date``, datasets
+``transactions``, ``alerts`` and ``merchant_minute``. Each commit of rows read from
+Kafka records, as Delta application transactions, the next offset of every source
+partition it covers; ``merchant_minute`` holds one row per (merchant_id,
+window_start), a late correction being an upsert.
 
-- Hive-partitioned Parquet, ``<lake>/payments/<dataset>/event_date=YYYY-MM-DD/<name>.parquet``
-  for the datasets ``transactions``, ``alerts`` and ``merchant_minute``. The partition
-  value is the UTC date of ``event_time`` (``window_start`` for ``merchant_minute``); it
-  lives in the path, not in the file.
-- A file appears atomically: it is written under a hidden temporary name in its
-  partition directory, then renamed into place.
-- After the rename, one JSON line is appended to ``<lake>/_manifest/payments/<dataset>.jsonl``:
-  ``{"path", "dataset", "rows", "committed_at", "ranges": [{"topic", "partition",
-  "first_offset", "last_offset"}]}`` with ``path`` relative to the lake root.
-
-Typical use::
+The fixture writes through :class:`riverbed.lake.TableWriter`, the flow's own writer,
+so it cannot drift from what the flow writes. Typical use::
 
     lake = SyntheticLake(tmp_path / "lake")
     txns = lake.offsets.assign(make_rows(...))      # _topic/_partition/_offset like Kafka would
-    lake.commit("transactions", txns)               # one file per event_date
-    lake.commit("merchant_minute", merchant_minute_rows(txns, alerts))
+    lake.commit("transactions", txns)               # one Delta commit
+    lake.upsert_windows(merchant_minute_rows(txns, alerts))
 
-The schemas and paths are :mod:`riverbed.lake`'s own, so the fixture cannot drift
-from what the flow writes. The helpers :func:`dedupe_transactions` and
-:func:`merchant_minute_rows` are the reference (oracle) semantics tests compare the
-warehouse against.
+The helpers :func:`dedupe_transactions` and :func:`merchant_minute_rows` are the
+reference (oracle) semantics tests compare the warehouse against: plain Python over
+the input, independent of the code under test.
 """
 
 from __future__ import annotations
@@ -31,26 +26,24 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from riverbed import lake
-from riverbed.lake import MONEY, PARTITION_TIME_COLUMN, SCHEMAS, TS, OffsetRange
+from riverbed.lake import MONEY, SCHEMAS, TS, Commit, TableWriter
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 
 DOMAIN = lake.DEFAULT_DOMAIN
 CENT = Decimal("0.01")
+WINDOWS_APP_ID = "payments/windows"
 
 Row = dict[str, Any]
 
@@ -86,8 +79,6 @@ def _normalise(dataset: str, row: Mapping[str, Any]) -> Row:
         out[f.name] = value
     if dataset == "transactions" and out["late"] is None:
         out["late"] = False
-    if dataset == "merchant_minute" and out["revision"] is None:
-        out["revision"] = 0
     return out
 
 
@@ -124,62 +115,38 @@ class OffsetAssigner:
 
 
 # --------------------------------------------------------------------------------------
-# files and the manifest
+# writing the Delta tables
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CommittedFile:
-    """One file renamed into the lake (and, unless told otherwise, listed in the manifest)."""
-
-    path: str  # relative to the lake root, as the manifest writes it
-    dataset: str
-    event_date: date
-    rows: int
-    ranges: tuple[OffsetRange, ...]
-    committed_at: datetime
-
-    def manifest_entry(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "dataset": self.dataset,
-            "rows": self.rows,
-            "committed_at": self.committed_at.isoformat(),
-            "ranges": [r.as_json() for r in self.ranges],
-        }
-
-
-def offset_ranges(table: pa.Table) -> tuple[OffsetRange, ...]:
-    """Per (topic, partition): the first and last offset a table holds (none without offsets)."""
-    if "_offset" not in table.column_names or table.num_rows == 0:
-        return ()
-    grouped = table.group_by(["_topic", "_partition"]).aggregate(
-        [("_offset", "min"), ("_offset", "max")]
-    )
-    ranges = [
-        OffsetRange(r["_topic"], r["_partition"], r["_offset_min"], r["_offset_max"])
-        for r in grouped.to_pylist()
-    ]
-    return tuple(sorted(ranges, key=lambda r: (r.topic, r.partition)))
+def next_offsets(table: pa.Table) -> dict[str, int]:
+    """Per source partition of ``table``'s rows: app id -> the next offset to read."""
+    if table.num_rows == 0:
+        return {}
+    grouped = table.group_by(["_topic", "_partition"]).aggregate([("_offset", "max")])
+    return {
+        lake.app_id(r["_topic"], r["_partition"]): r["_offset_max"] + 1 for r in grouped.to_pylist()
+    }
 
 
 class SyntheticLake:
-    """Writes Parquet files and manifest lines under ``root`` (a lake root, e.g. home/lake)."""
+    """Writes the lake's Delta tables under ``root`` (a lake root, e.g. home/lake)."""
 
     def __init__(self, root: Path, domain: str = DOMAIN) -> None:
         self.root = Path(root)
         self.domain = domain
         self.offsets = OffsetAssigner()
-        self._seq = 0
+        self._writers: dict[str, TableWriter] = {}
+        self._window_version = 0
 
-    # --- paths -------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
         return lake.dataset_dir(self.root, dataset, self.domain)
 
-    def manifest_path(self, dataset: str) -> Path:
-        return lake.manifest_path(self.root, dataset, self.domain)
+    def writer(self, dataset: str) -> TableWriter:
+        if dataset not in self._writers:
+            self._writers[dataset] = TableWriter(self.root, dataset, self.domain)
+        return self._writers[dataset]
 
-    # --- writing -----------------------------------------------------------------------
     def to_table(self, dataset: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Table:
         """Rows (dicts) or an Arrow table, cast to the dataset's exact schema."""
         schema = SCHEMAS[dataset]
@@ -192,84 +159,43 @@ class SyntheticLake:
         dataset: str,
         rows: Sequence[Mapping[str, Any]] | pa.Table,
         *,
-        manifest: bool = True,
-        rows_per_file: int | None = None,
-    ) -> list[CommittedFile]:
-        """Write ``rows`` as one file per ``event_date`` (or several of ``rows_per_file``).
-
-        Each file is renamed into place, then (``manifest=True``) listed in the manifest,
-        in that order, as the flow does. ``manifest=False`` leaves an orphan file, as a
-        crash between the rename and the manifest append would.
+        rows_per_commit: int | None = None,
+    ) -> list[Commit]:
+        """Append ``rows`` of ``transactions`` or ``alerts`` in one commit (or several of
+        ``rows_per_commit``), each recording the next offset of the partitions it covers,
+        as the flow does. The versions must grow: rows below what a partition already
+        committed are refused (:class:`riverbed.lake.FencedWriter`), as a stale flow is.
         """
         table = self.to_table(dataset, rows)
         if table.num_rows == 0:
             return []
-        dates = pc.cast(table.column(PARTITION_TIME_COLUMN[dataset]), pa.date32())
-        committed = []
-        for event_date in sorted(pc.unique(dates).to_pylist()):
-            part = table.filter(pc.equal(dates, pa.scalar(event_date, pa.date32())))
-            step = rows_per_file or part.num_rows
-            for start in range(0, part.num_rows, step):
-                chunk = part.slice(start, step)
-                committed.append(self.commit_file(dataset, event_date, chunk, manifest=manifest))
-        return committed
+        step = rows_per_commit or table.num_rows
+        commits = []
+        for start in range(0, table.num_rows, step):
+            chunk = table.slice(start, step)
+            versions = next_offsets(chunk)
+            writer = self.writer(dataset)
+            writer.claim([a for a in versions if writer.expected(a) is None])
+            commits.append(writer.append(chunk, versions))
+        return commits
 
-    def commit_file(
-        self, dataset: str, event_date: date, table: pa.Table, *, manifest: bool = True
-    ) -> CommittedFile:
-        """Write one file into ``event_date=...`` atomically; append its manifest line."""
-        table = self.to_table(dataset, table)
-        self._seq += 1
-        name = f"part-{self._seq:06d}-{uuid.uuid4().hex[:12]}.parquet"
-        directory = self.dataset_dir(dataset) / f"event_date={event_date.isoformat()}"
-        directory.mkdir(parents=True, exist_ok=True)
-        temp = directory / f".{name}.tmp"
-        pq.write_table(table, temp)
-        os.replace(temp, directory / name)
-        committed = CommittedFile(
-            path=(directory / name).relative_to(self.root).as_posix(),
-            dataset=dataset,
-            event_date=event_date,
-            rows=table.num_rows,
-            ranges=offset_ranges(table),
-            committed_at=datetime.now(UTC),
+    def upsert_windows(self, rows: Sequence[Mapping[str, Any]] | pa.Table) -> Commit | None:
+        """Upsert ``merchant_minute`` rows by (merchant_id, window_start), as the flow's
+        window sink does: a stored window is replaced by a row counting at least as much."""
+        table = self.to_table("merchant_minute", rows)
+        if table.num_rows == 0:
+            return None
+        writer = self.writer("merchant_minute")
+        if self._window_version == 0:
+            self._window_version = writer.claim([WINDOWS_APP_ID])[WINDOWS_APP_ID] or 0
+        self._window_version += 1
+        return writer.upsert(
+            table, {WINDOWS_APP_ID: self._window_version}, keep_if="s.txn_count >= t.txn_count"
         )
-        if manifest:
-            self.append_manifest(committed)
-        return committed
 
-    def append_manifest(self, committed: CommittedFile) -> None:
-        path = self.manifest_path(committed.dataset)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(committed.manifest_entry()) + "\n")
-
-    def append_torn_manifest_line(self, dataset: str) -> None:
-        """A manifest line cut short (no newline), as a crash mid-append leaves it."""
-        path = self.manifest_path(dataset)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write('{"path": "payments/' + dataset + "/event_date=2026-01-01/part-9")
-
-    def write_temp_file(self, dataset: str, event_date: date) -> Path:
-        """A half-written hidden temporary file, which readers must never see."""
-        directory = self.dataset_dir(dataset) / f"event_date={event_date.isoformat()}"
-        directory.mkdir(parents=True, exist_ok=True)
-        temp = directory / f".part-{uuid.uuid4().hex[:12]}.parquet"
-        temp.write_bytes(b"PAR1 not a whole parquet file")
-        return temp
-
-    # --- reading back ------------------------------------------------------------------
-    def manifest(self, dataset: str) -> list[dict[str, Any]]:
-        """The complete manifest lines of a dataset (a torn last line is skipped)."""
-        path = self.manifest_path(dataset)
-        if not path.exists():
-            return []
-        entries = []
-        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-            if line.endswith("\n"):
-                entries.append(json.loads(line))
-        return entries
+    def read(self, dataset: str) -> pa.Table:
+        """The current snapshot of a dataset."""
+        return lake.read_table(self.root, dataset, self.domain)
 
 
 # --------------------------------------------------------------------------------------
@@ -305,8 +231,7 @@ def merchant_minute_rows(
 
     A late transaction (``late`` true: older than its partition's watermark when it
     came) joins no window: it is only in ``transactions``. ``alert_count`` counts the
-    alerts whose transaction is in the window; ``revision`` is 0 (a caller writing a
-    window again sets it higher).
+    alerts whose transaction is in the window.
     """
     txns = [t for t in dedupe_transactions(transactions) if not t.get("late")]
     merchant_of = {t["transaction_id"]: t for t in txns}
@@ -334,7 +259,6 @@ def merchant_minute_rows(
                 "amount_mean": float(total) / len(members),
                 "distinct_cards": len({m["card_id"] for m in members}),
                 "alert_count": alert_counts[(merchant_id, start)],
-                "revision": 0,
             }
         )
     return out
@@ -378,6 +302,7 @@ def run_dbt(
     command: str = "build",
     *args: str,
     dbt_vars: Mapping[str, Any] | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> DbtRun:
     """Run ``dbt <command>`` on the project with ``RIVERBED_HOME=home`` (as Riverbed does).
 
@@ -386,6 +311,7 @@ def run_dbt(
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
     env.update(RIVERBED_HOME=str(home), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    env.update(extra_env or {})
     target = home / "dbt-target"
     argv = [
         str(DBT_EXECUTABLE), "--no-use-colors", command,
@@ -396,3 +322,19 @@ def run_dbt(
     ]  # fmt: skip
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     return DbtRun(proc.returncode, proc.stdout + proc.stderr, target)
+
+
+def dbt_command(
+    home: Path, command: str = "build", *args: str, target: str = "dbt-target"
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of ``dbt <command>`` as :func:`run_dbt` runs it, for a
+    caller that starts the process itself (to run builds concurrently)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
+    env.update(RIVERBED_HOME=str(home), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    argv = [
+        str(DBT_EXECUTABLE), "--no-use-colors", command,
+        "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+        "--target-path", str(home / target), "--log-path", str(home / f"{target}-logs"),
+        *args,
+    ]  # fmt: skip
+    return argv, env

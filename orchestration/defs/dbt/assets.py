@@ -3,8 +3,10 @@
 The dbt project is read from its manifest (``dbt/target/manifest.json``), which
 ``make setup`` prepares with ``dbt parse``; nothing runs dbt at import. The lake
 sources map onto the lake dataset assets, so the graph reads
-lake dataset → staging → marts. Builds take the warehouse's writer lock and the
-``duckdb_warehouse`` pool (limit 1 in dagster.yaml): one writer at a time.
+lake dataset → staging → marts. One writer at a time: the dbt process itself takes the
+warehouse's writer lock (Riverbed's dbt-duckdb plugin, so a manual ``dbt build`` obeys
+it too), and builds share the ``duckdb_warehouse`` pool (limit 1 in dagster.yaml). After
+a build succeeds it publishes the read-only copy people and dashboards query.
 """
 
 import os
@@ -19,7 +21,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from orchestration.lib.keys import lake_key
 from orchestration.lib.settings import RiverbedResource
-from riverbed.warehouse import writer_lock
+from riverbed.warehouse import publish_read_copy
 
 DBT_DIR = Path(__file__).resolve().parents[3] / "dbt"
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -59,27 +61,15 @@ def warehouse_models(
     settings = riverbed.settings()
     # dbt's profile finds the DuckDB file and the lake from RIVERBED_HOME.
     os.environ["RIVERBED_HOME"] = str(settings.home)
-    with writer_lock(settings):
-        yield from dbt.cli(["build"], context=context).stream()
+    # stream() raises once dbt has finished if the build failed: nothing is published then,
+    # and readers keep the last good copy.
+    yield from dbt.cli(["build"], context=context).stream()
+    published = publish_read_copy(settings)
+    context.log.info(f"published the warehouse's read-only copy: {published}")
 
-
-build_warehouse = dg.define_asset_job(
-    "build_warehouse",
-    selection=dg.AssetSelection.assets(warehouse_models),
-    description="dbt build of every warehouse model and test.",
-)
-
-every_five_minutes = dg.ScheduleDefinition(
-    name="warehouse_every_5_minutes",
-    job=build_warehouse,
-    cron_schedule="*/5 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
 
 defs = dg.Definitions(
     assets=[warehouse_models],
-    jobs=[build_warehouse],
-    schedules=[every_five_minutes],
     resources={
         # The venv's own dbt, whether or not the venv is activated.
         "dbt": DbtCliResource(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
 
+from riverbed.lake import FencedWriter, table_schema
 from tests.support.lake_fixture import (
-    SCHEMAS,
+    WINDOWS_APP_ID,
     SyntheticLake,
     dedupe_transactions,
     merchant_minute_rows,
@@ -36,61 +37,55 @@ def _txn(i: int, seconds: int, card: str = "card-1") -> dict[str, object]:
     }
 
 
-def test_files_are_hive_partitioned_by_utc_event_date_with_the_contract_schema(
+def test_a_commit_is_a_delta_table_partitioned_by_utc_event_date(tmp_path: Path) -> None:
+    lake = SyntheticLake(tmp_path / "lake")
+    rows = lake.offsets.assign([_txn(1, 0), _txn(2, 45), _txn(3, 50)])  # crosses midnight
+    lake.commit("transactions", rows)
+    table = DeltaTable(tmp_path / "lake" / "payments" / "transactions")
+    assert table.metadata().partition_columns == ["event_date"]
+    snapshot = lake.read("transactions")
+    assert snapshot.schema.equals(table_schema("transactions"), check_metadata=False)
+    assert snapshot.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+    assert snapshot.schema.field("amount").type == pa.decimal128(18, 2)
+    dates = sorted(d.isoformat() for d in snapshot.column("event_date").to_pylist())
+    assert dates == ["2026-11-25", "2026-11-26", "2026-11-26"]
+
+
+def test_each_commit_records_the_next_offset_of_every_partition_it_covers(
     tmp_path: Path,
 ) -> None:
     lake = SyntheticLake(tmp_path / "lake")
-    rows = lake.offsets.assign([_txn(1, 0), _txn(2, 45), _txn(3, 50)])  # crosses midnight
-    committed = lake.commit("transactions", rows)
-    assert [c.path.split("/")[2] for c in committed] == [
-        "event_date=2026-11-25",
-        "event_date=2026-11-26",
-    ]
-    for c in committed:
-        path = tmp_path / "lake" / c.path
-        assert path.name.endswith(".parquet") and not path.name.startswith(".")
-        table = pq.read_table(path)
-        assert table.schema.equals(SCHEMAS["transactions"], check_metadata=False)
-        assert table.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
-        assert table.schema.field("amount").type == pa.decimal128(18, 2)
-    # no temporary file is left behind
-    assert not [p for p in (tmp_path / "lake").rglob("*") if p.name.startswith(".")]
-
-
-def test_manifest_lists_each_committed_file_with_its_offset_ranges(tmp_path: Path) -> None:
-    lake = SyntheticLake(tmp_path / "lake")
     rows = lake.offsets.assign([_txn(i, i, card=f"card-{i % 2}") for i in range(6)])
-    (committed,) = lake.commit("transactions", rows)
-    lines = lake.manifest_path("transactions").read_text().splitlines(keepends=True)
-    assert len(lines) == 1 and lines[0].endswith("\n")
-    entry = json.loads(lines[0])
-    assert set(entry) == {"path", "dataset", "rows", "committed_at", "ranges"}
-    assert entry["path"] == committed.path and entry["dataset"] == "transactions"
-    assert entry["rows"] == 6
-    assert datetime.fromisoformat(entry["committed_at"]).tzinfo is not None
-    by_partition: dict[int, list[int]] = {}
+    lake.commit("transactions", rows)
+    table = DeltaTable(tmp_path / "lake" / "payments" / "transactions")
+    expected: dict[int, int] = {}
     for r in rows:
-        by_partition.setdefault(int(r["_partition"]), []).append(int(r["_offset"]))
-    assert entry["ranges"] == [
-        {
-            "topic": "payments.transactions",
-            "partition": p,
-            "first_offset": min(o),
-            "last_offset": max(o),
-        }
-        for p, o in sorted(by_partition.items())
-    ]
+        partition = int(r["_partition"])
+        expected[partition] = max(expected.get(partition, 0), r["_offset"] + 1)
+    for partition, next_offset in expected.items():
+        assert table.transaction_version(f"payments.transactions/{partition}") == next_offset
 
 
-def test_torn_manifest_line_and_orphans_are_not_committed(tmp_path: Path) -> None:
+def test_records_below_what_a_partition_committed_are_refused(tmp_path: Path) -> None:
+    """As for a stale flow: the same offsets cannot be committed twice."""
     lake = SyntheticLake(tmp_path / "lake")
     rows = lake.offsets.assign([_txn(1, 0)])
     lake.commit("transactions", rows)
-    lake.commit("transactions", rows, manifest=False)  # an orphan: renamed, never listed
-    lake.append_torn_manifest_line("transactions")
-    assert len(lake.manifest("transactions")) == 1
-    files = list((tmp_path / "lake" / "payments" / "transactions").rglob("*.parquet"))
-    assert len(files) == 2
+    with pytest.raises(FencedWriter):
+        lake.commit("transactions", rows)
+    assert lake.read("transactions").num_rows == 1
+
+
+def test_windows_are_upserted_one_row_per_merchant_and_window(tmp_path: Path) -> None:
+    lake = SyntheticLake(tmp_path / "lake")
+    first = lake.offsets.assign([_txn(1, 0)])
+    lake.upsert_windows(merchant_minute_rows(first))
+    more = first + lake.offsets.assign([_txn(2, 10)])
+    lake.upsert_windows(merchant_minute_rows(more))
+    windows = lake.read("merchant_minute").to_pylist()
+    assert len(windows) == 1 and windows[0]["txn_count"] == 2
+    table = DeltaTable(tmp_path / "lake" / "payments" / "merchant_minute")
+    assert table.transaction_version(WINDOWS_APP_ID) == 2
 
 
 def test_resends_get_later_offsets_in_the_same_partition_and_the_oracle_drops_them() -> None:

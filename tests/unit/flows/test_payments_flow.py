@@ -19,8 +19,8 @@ import pytest
 from bytewax.testing import TestingSource, cluster_main, run_main
 
 from flows.config import FlowConfig
-from flows.kafka_outputs import Delivered
-from flows.lake_sink import LakePartitionedSink, LakePartitionSink, SinkState
+from flows.lake_commits import LakeCommitter
+from flows.lake_sink import LakePartitionedSink, LakePartitionSink
 from flows.payments import build_flow
 from flows.records import AlertRecord, DlqRecord, SourceBatch
 from flows.window_sink import WindowSink, WindowSinkPartition
@@ -33,27 +33,26 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RecordingOutputs:
+    """The Kafka side of a partition sink, recorded (the real one: tests/integration)."""
+
     def __init__(self) -> None:
         self.dlq: list[DlqRecord] = []
         self.alerts: list[AlertRecord] = []
         self.commits: list[int] = []
+        self.committed = 0
 
-    def produce_dlq(self, records: list[DlqRecord]) -> int:
-        self.dlq.extend(records)
-        return len(records)
-
-    def produce_alerts(self, alerts: list[AlertRecord]) -> int:
+    def publish(self, dlq: list[DlqRecord], alerts: list[AlertRecord]) -> int:
+        self.dlq.extend(dlq)
         self.alerts.extend(alerts)
-        return len(alerts)
+        return len(dlq) + len(alerts)
 
-    def confirm(self) -> None:
-        pass
+    def due(self) -> bool:
+        return False
 
-    def commit(self, next_offset: int, flushed_at: float) -> None:
+    def commit(self, next_offset: int) -> bool:
         self.commits.append(next_offset)
-
-    def committed_flush_time(self) -> float | None:
-        return None
+        self.committed = next_offset
+        return True
 
     def close(self) -> None:
         pass
@@ -88,18 +87,18 @@ def as_batches(events: list[GeneratedEvent], size: int) -> tuple[list[SourceBatc
 
 
 def flow_for(batches: list[SourceBatch], lake_dir: Path, outputs: dict[int, RecordingOutputs]):
-    def make(p: int, resume: SinkState | None) -> LakePartitionSink:
+    committer = LakeCommitter(lake_dir, TOPIC)
+
+    def make(p: int) -> LakePartitionSink:
         outputs[p] = RecordingOutputs()
         return LakePartitionSink(
-            lake_dir=lake_dir,
+            committer=committer,
             topic=TOPIC,
             partition=p,
             outputs=outputs[p],
-            load_delivered=lambda since: Delivered(),
             flush_interval_s=60,
             flush_rows=3000,
             status=None,
-            resume_state=resume,
         )
 
     return build_flow(
@@ -112,7 +111,7 @@ def flow_for(batches: list[SourceBatch], lake_dir: Path, outputs: dict[int, Reco
         ),
         window_sink=WindowSink(
             lambda: WindowSinkPartition(
-                lake_dir=lake_dir, flush_interval_s=60, retention_us=3600 * 10**6, status=None
+                lake_dir=lake_dir, topic=TOPIC, flush_interval_s=60, status=None
             )
         ),
     )
@@ -169,7 +168,7 @@ def test_the_flow_lands_everything_once(tmp_path: Path, workers: int) -> None:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
 
     valid_first = {e.transaction_id for e in events if e.valid}
-    con = duckdb.connect()
+    con = duckdb.connect(config=lake.duckdb_config())
     scan = lake.scan_sql(tmp_path, "transactions")
     ids = [r[0] for r in con.sql(f"select transaction_id from {scan}").fetchall()]
     assert len(ids) == len(set(ids)) == len(valid_first)
@@ -193,5 +192,5 @@ def test_the_flow_lands_everything_once(tmp_path: Path, workers: int) -> None:
             from {lake.scan_sql(tmp_path, "merchant_minute")}"""
     ).fetchall()
     expected = expected_windows(parts, events, alerted)
-    assert len(rows) == len({(r[0], r[1]) for r in rows}), "one row per window, no revisions"
+    assert len(rows) == len({(r[0], r[1]) for r in rows}), "one row per merchant and window"
     assert set(rows) == expected

@@ -15,7 +15,28 @@ def test_definitions_load_and_validate() -> None:
         "lake_new_files",
         "lake_freshness",
     }
-    assert {s.name for s in definitions.schedules or []} == {"warehouse_every_5_minutes"}
+    assert {s.name for s in definitions.schedules or []} == {
+        "warehouse_every_5_minutes",
+        "lake_upkeep_hourly",
+    }
+
+
+def test_lake_tables_are_delta_assets_with_their_upkeep() -> None:
+    graph = defs().resolve_asset_graph()
+    key = dg.AssetKey.from_user_string
+    for dataset in ("transactions", "alerts", "merchant_minute"):
+        table = graph.get(key(f"lake/payments/{dataset}"))
+        assert table.kinds == {"delta"}
+        assert "Delta table" in (table.description or "")
+        assert "manifest" not in (table.description or "")
+        assert table.metadata["path"] == f"lake/payments/{dataset}"
+        upkeep = graph.get(key(f"lake_upkeep/payments/{dataset}"))
+        assert upkeep.parent_keys == {key(f"lake/payments/{dataset}")}
+        assert upkeep.is_materializable
+    job = defs().resolve_job_def("lake_upkeep")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        f"lake_upkeep/payments/{d}" for d in ("transactions", "alerts", "merchant_minute")
+    }
 
 
 def test_lineage_reads_topic_flow_lake_models() -> None:

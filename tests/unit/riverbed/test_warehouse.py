@@ -1,6 +1,13 @@
-"""One writer at a time for the DuckDB warehouse; readers while nobody writes."""
+"""One writer at a time for the DuckDB warehouse; readers read a published copy.
+
+Real DuckDB and real dbt: a dbt process takes the writer lock itself (the dbt-duckdb
+plugin), so a second build waits or fails naming the holder; a reader of the
+published copy keeps reading while builds run and publish.
+"""
 
 import multiprocessing
+import subprocess
+import sys
 import time
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -9,7 +16,14 @@ import duckdb
 import pytest
 
 from riverbed.settings import load_settings
-from riverbed.warehouse import WarehouseBusy, connect_readonly, writer_lock
+from riverbed.warehouse import (
+    WarehouseBusy,
+    connect_readonly,
+    lock_path,
+    publish_read_copy,
+    writer_lock,
+)
+from tests.support.lake_fixture import dbt_command, run_dbt
 
 
 def hold_lock(home: str, seconds: float, ready: Event) -> None:
@@ -38,9 +52,101 @@ def test_a_second_writer_waits_then_fails_clearly(tmp_path: Path) -> None:
         holder.join()
 
 
-def test_readers_read_while_nobody_writes(tmp_path: Path) -> None:
+def test_readers_read_the_published_tables_only(tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path)
+    with pytest.raises(FileNotFoundError):
+        connect_readonly(settings)
     with writer_lock(settings), duckdb.connect(str(settings.warehouse_path)) as con:
         con.execute("create table t as select 42 as answer")
+        con.execute("create view v as select * from t")
+    assert publish_read_copy(settings) == settings.warehouse_read_path
     with connect_readonly(settings) as reader:
         assert reader.execute("select answer from t").fetchone() == (42,)
+        views = reader.execute("select count(*) from duckdb_views() where not internal")
+        assert views.fetchone() == (0,)
+    # no temporary file is left beside the copy
+    assert sorted(p.name for p in tmp_path.iterdir() if "warehouse-read" in p.name) == [
+        "warehouse-read.duckdb"
+    ]
+
+
+def test_publishing_waits_for_the_writer(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    ready = multiprocessing.Event()
+    holder = multiprocessing.Process(target=hold_lock, args=(str(tmp_path), 3.0, ready))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(WarehouseBusy, match=rf"pid {holder.pid}"):
+            publish_read_copy(settings, timeout=0.5)
+    finally:
+        holder.join()
+
+
+# Queries the copy it opened until the stop file appears; prints how many it ran.
+READER = """
+import os, sys, duckdb
+path, stop = sys.argv[1], sys.argv[2]
+con = duckdb.connect(path, read_only=True)
+queries = 0
+while not os.path.exists(stop):
+    con.execute("select count(*) from fct_transactions").fetchall()
+    queries += 1
+print(queries)
+"""
+
+
+def test_a_reader_of_the_copy_and_builds_never_break_each_other(tmp_path: Path) -> None:
+    home = tmp_path / "riverbed"
+    home.mkdir()
+    settings = load_settings(home=home)
+    assert run_dbt(home, "build").ok
+    publish_read_copy(settings)
+    stop = tmp_path / "stop"
+    # another process holds the published copy open and queries it the whole time
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(settings.warehouse_read_path), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(2):
+            result = run_dbt(home, "build")
+            assert result.ok, result.output[-4000:]
+            publish_read_copy(settings)
+            with connect_readonly(settings) as fresh:  # a new reader gets the new copy
+                assert fresh.execute("select count(*) from fct_transactions").fetchone() == (0,)
+        assert reader.poll() is None, reader.stderr.read() if reader.stderr else ""
+    finally:
+        stop.touch()
+        out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert int(out) > 0
+
+
+def test_a_second_dbt_build_waits_for_the_lock_or_fails_naming_the_holder(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "riverbed"
+    home.mkdir()
+    # a dbt process that holds the warehouse for a while (a slow query)
+    slow = "select max(hash(range)) as h from range(3000000000)"
+    argv, env = dbt_command(home, "show", "--inline", slow, target="first")
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        lock = lock_path(home / "warehouse.duckdb")
+        while not (lock.exists() and "(dbt)" in lock.read_text()):
+            assert first.poll() is None and time.monotonic() < deadline, "no lock taken"
+            time.sleep(0.1)
+        # a build that may not wait fails at once, naming the running build
+        second = run_dbt(home, "build", extra_env={"RIVERBED_WAREHOUSE_LOCK_TIMEOUT_S": "0.5"})
+        assert not second.ok
+        assert f"being written by pid {first.pid}" in second.output, second.output[-3000:]
+        # a build that may wait gets in once the first one is done
+        third = run_dbt(home, "build")
+        assert third.ok, third.output[-4000:]
+    finally:
+        first.wait(timeout=120)
+    assert first.returncode == 0

@@ -8,12 +8,20 @@
 }}
 
 {#-
-    Incremental by partition: an incremental build recomputes the event_date partitions
-    that hold a merchant_minute file the last build did not read (a window written
-    again after late events lands in its own date's partition), and replaces those
-    dates' rows (delete+insert on event_date). Every hour lies in one UTC date.
+    Incremental by partition. merchant_minute is upserted (a window corrected by late
+    events is updated in place, in its own event_date partition) and Delta keeps no
+    per-row change time, so "what changed" comes from the table's log: each row records
+    the merchant_minute table version it was computed from (`_lake_version`, read
+    before the table is scanned); a build reads the Delta log's commits since the last
+    build's version and takes the event_date partitions of the files they added or
+    removed (files are immutable: an insert or an update adds a file, an update
+    removes the old one; see macros/lake.sql: lake_changed_dates), recomputes those
+    dates whole from the lake and replaces their rows (delete+insert on event_date;
+    every hour lies in one UTC date). Compaction changes files, not
+    rows: its dates are recomputed for nothing, never wrongly. When the history cannot
+    tell (no earlier version, or its log entries expired), every date is recomputed.
 -#}
-{%- set listed_at = modules.datetime.datetime.now(modules.pytz.utc).isoformat() -%}
+{%- set lake_version = lake_table_version('payments', 'merchant_minute') -%}
 
 with
 
@@ -21,9 +29,14 @@ merchant_minutes as (
 
     select * from {{ ref('stg_payments__merchant_minute') }}
     {% if is_incremental() -%}
-    {%- set changed_dates = lake_changed_partitions('payments', 'merchant_minute', this) %}
-    -- {{ changed_dates | length }} changed partition(s)
+    {%- set since = run_query("select max(_lake_version) from " ~ this).columns[0].values()[0] if execute else none -%}
+    {%- set changed_dates = lake_changed_dates('payments', 'merchant_minute', since, lake_version) -%}
+    {%- if changed_dates is none %}
+    -- versions {{ since }} to {{ lake_version }}: history unknown, every date
+    {%- else %}
+    -- versions {{ since }} to {{ lake_version }}: {{ changed_dates | length }} changed date(s)
     where {{ in_list('event_date', changed_dates) }}
+    {%- endif %}
     {%- endif %}
 
 ),
@@ -44,7 +57,7 @@ final as (
         sum(amount_mean * txn_count) / nullif(sum(txn_count), 0) as amount_mean,
         max(distinct_cards) as peak_minute_distinct_cards,
         cast(sum(alert_count) as bigint) as alert_count,
-        cast('{{ listed_at }}' as timestamptz) as _lake_listed_at
+        cast({{ lake_version if lake_version is not none else 'null' }} as bigint) as _lake_version
 
     from merchant_minutes
     group by merchant_id, date_trunc('hour', window_start), event_date

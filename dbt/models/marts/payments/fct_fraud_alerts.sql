@@ -11,8 +11,17 @@
     )
 }}
 
-{#- Loaded like fct_transactions: the whole lake on a full build, new files after. -#}
-{%- set listed_at = modules.datetime.datetime.now(modules.pytz.utc).isoformat() -%}
+{#-
+    Loaded like fct_transactions, by offsets: an alert carries the Kafka record of the
+    transaction that triggered it, and the flow commits a partition's alerts in that
+    record's offset order. One more bound: only alerts whose transaction's offset is at
+    or below fct_transactions' watermark of its partition. The lake's alerts and
+    transactions are two tables, committed separately, read at two moments; without
+    the bound, a build could load an alert whose transaction was committed after
+    fct_transactions read the lake. Such an alert waits for the next build (it stays
+    above this table's watermark).
+-#}
+{%- set transactions = ref('fct_transactions') -%}
 {%- set history = ref('stg_payments__alerts') -%}
 {%- set lake_rows = ref('base_payments__alerts') -%}
 
@@ -20,13 +29,9 @@ with
 
 {% if is_incremental() %}
 
-{%- set new_files = lake_unloaded_files('payments', 'alerts', this) %}
-
 new_rows as (
 
-    -- {{ new_files | length }} new lake file(s)
-    select * from {{ lake_rows }}
-    where {{ in_list('_file', new_files) }}
+    select * from {{ rows_above_watermarks(lake_rows, this, transactions) }}
 
 ),
 
@@ -40,7 +45,12 @@ alerts as (
 
 alerts as (
 
-    select * from {{ history }}
+    select staged.*
+    from {{ history }} as staged
+    semi join ({{ offset_watermarks(transactions) }}) as loaded
+        on staged._topic = loaded._topic
+        and staged._partition = loaded._partition
+        and staged._offset <= loaded._watermark
 
 ),
 
@@ -50,7 +60,7 @@ final as (
 
     select
         *,
-        cast('{{ listed_at }}' as timestamptz) as _lake_listed_at
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as _loaded_at
 
     from alerts
 

@@ -13,15 +13,17 @@
 
 {#-
     Full build: the whole lake, deduplicated by the staging model.
-    Incremental build: only the lake files not read yet (see lake_unloaded_files). The
-    staging model cannot serve that: its dedup looks at the whole lake (which keys
-    repeat), so a filter on top of it cannot prune files. The new files are read
-    through the base model instead, where the _file filter prunes every other file
-    before DuckDB opens it; they are deduplicated among themselves here, and against
-    what is loaded by the merge, which inserts a transaction_id only if the table does
-    not have it yet and never touches a loaded row.
+    Incremental build: only the records above what this table has loaded, per Kafka
+    partition (see macros/offsets.sql): neither event time nor event_date grows (a
+    late event lands in an old partition), but a partition's offsets do, and the flow
+    commits them in order. The staging model cannot serve that: its dedup looks at the
+    whole lake (which keys repeat), so a filter on top of it cannot skip files. The new
+    records are read through the base model instead, where the offset filter lets
+    delta_scan skip every file of old records; they are deduplicated among themselves
+    here, and against what is loaded by the merge, which inserts a transaction_id only
+    if the table does not have it yet (a resend of a loaded transaction is dropped) and
+    never touches a loaded row.
 -#}
-{%- set listed_at = modules.datetime.datetime.now(modules.pytz.utc).isoformat() -%}
 {%- set history = ref('stg_payments__transactions') -%}
 {%- set lake_rows = ref('base_payments__transactions') -%}
 
@@ -29,13 +31,9 @@ with
 
 {% if is_incremental() %}
 
-{%- set new_files = lake_unloaded_files('payments', 'transactions', this) %}
-
 new_rows as (
 
-    -- {{ new_files | length }} new lake file(s)
-    select * from {{ lake_rows }}
-    where {{ in_list('_file', new_files) }}
+    select * from {{ rows_above_watermarks(lake_rows, this) }}
 
 ),
 
@@ -59,8 +57,7 @@ final as (
 
     select
         *,
-        -- every file committed before this instant was listed by the run that loaded the row
-        cast('{{ listed_at }}' as timestamptz) as _lake_listed_at
+        cast('{{ run_started_at.isoformat() }}' as timestamptz) as _loaded_at
 
     from transactions
 

@@ -24,11 +24,10 @@ renamed as (
         cast(detected_at as timestamptz) as detected_at,
         cast(event_date as date) as event_date,
 
-        ----------  lineage: the triggering Kafka record, and the lake file
+        ----------  lineage: the triggering Kafka record
         _topic,
         cast(_partition as integer) as _partition,
-        cast(_offset as bigint) as _offset,
-        {{ lake_relative_path('filename') }} as _file
+        cast(_offset as bigint) as _offset
 
     from source
 

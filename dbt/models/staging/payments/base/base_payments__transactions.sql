@@ -28,11 +28,10 @@ renamed as (
         cast(event_time as timestamptz) as event_time,
         cast(event_date as date) as event_date,
 
-        ----------  lineage: the Kafka record, and the lake file (as the manifest names it)
+        ----------  lineage: the Kafka record
         _topic,
         cast(_partition as integer) as _partition,
-        cast(_offset as bigint) as _offset,
-        {{ lake_relative_path('filename') }} as _file
+        cast(_offset as bigint) as _offset
 
     from source
 

@@ -1,0 +1,21 @@
+"""``python -m flows.run ARGS``: ``python -m bytewax.run ARGS``, stoppable from its first instant.
+
+The flow handles Ctrl-C and SIGTERM by ending its input and committing what is in
+flight (:mod:`flows.shutdown`), but only once its handlers are installed; a signal
+that arrives while Python and Bytewax are still importing would otherwise raise
+KeyboardInterrupt in the middle of an import. This launcher installs them before
+anything else, then runs Bytewax's own entry point unchanged. ``riverbed flow run``
+(and so Dagster's deployment) starts the flow through it.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+from flows import shutdown
+
+if __name__ == "__main__":
+    shutdown.install()
+    sys.argv[0] = "bytewax.run"
+    runpy.run_module("bytewax.run", run_name="__main__", alter_sys=True)
