@@ -1,8 +1,10 @@
-"""What a flow does when it finds it has been fenced: say so, then stop.
+"""A sink that fails says why before it stops the flow.
 
-A sink that raises makes Bytewax 0.21 panic without printing the Python error, so the
-reason would be lost. Fencing is the one error an operator must read (a second copy
-of the flow is running), so it is logged, at error level, before the sink raises.
+A sink that raises makes Bytewax 0.21 panic ("Box<dyn Any>") and abort without
+printing the Python error, so the reason would be lost. Every call Bytewax makes into
+a Riverbed sink runs inside :func:`reported`, which logs the error first: fencing (a
+second copy of the flow took over, the one error an operator must read) as a plain
+line, anything else with its traceback.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ log = logging.getLogger("riverbed.flow")
 
 
 @contextlib.contextmanager
-def stops_when_fenced() -> Iterator[None]:
+def reported() -> Iterator[None]:
     try:
         yield
     except (ProducerFenced, FencedWriter) as exc:
         log.error(f"fenced, stopping: {exc}")
+        raise
+    except Exception:
+        log.exception("sink failed, stopping (the flow resumes from its last commit)")
         raise

@@ -57,9 +57,3 @@ def hold(flow_dir: Path, flow: str, process_id: int | None) -> None:
         return
     _take(flow_dir / "flow.lock", fcntl.LOCK_SH, flow)
     _take(flow_dir / f"process-{process_id}.lock", fcntl.LOCK_EX, flow)
-
-
-def release() -> None:
-    """Let go of every lock this process holds (tests that build several flows)."""
-    while _held:
-        _held.pop().close()

@@ -109,7 +109,6 @@ class KafkaOutputs:
         # so the committed offset is now final.
         self.committed = self._read_committed()
         self._open_since: float | None = None
-        self.transactions = 0
         # A partition's sink publishes from its worker; any sink of the process may
         # commit it in a flush (flows.lake_commits): one transactional call at a time.
         self._lock = threading.RLock()
@@ -195,7 +194,6 @@ class KafkaOutputs:
         self._call(self._producer.commit_transaction, _TIMEOUT_S)
         self._open_since = None
         self.committed = max(self.committed, next_offset)
-        self.transactions += 1
         return True
 
     def _read_committed(self) -> int:

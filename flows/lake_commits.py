@@ -63,12 +63,6 @@ class LakeCommitter:
                 committer = cls._shared[key] = cls(lake_dir, topic)
             return committer
 
-    @classmethod
-    def forget_all(cls) -> None:
-        """Drop the shared committers (tests run several flows in one process)."""
-        with cls._shared_lock:
-            cls._shared.clear()
-
     def claim(self, partition: int, before_commit: Callable[[], object]) -> dict[str, int]:
         """Take ``partition`` over: per dataset, the next offset already in the lake (0: none).
 

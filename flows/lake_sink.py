@@ -37,7 +37,7 @@ from typing import Protocol
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.fencing import stops_when_fenced
+from flows.fencing import reported
 from flows.kafka_source import part_name, part_number
 from flows.lake_commits import LakeCommitter
 from flows.records import AlertRecord, Counts, DlqRecord, ProcessedBatch, TxnColumns
@@ -143,21 +143,26 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
 
     # -- Bytewax ---------------------------------------------------------------------
     def write_batch(self, values: list[ProcessedBatch]) -> None:
+        with reported():
+            self._write_batch(values)
+
+    def snapshot(self) -> None:
+        with reported():
+            self.flush()
+
+    def close(self) -> None:
+        with reported():
+            self.flush()
+            self.outputs.close()
+
+    def _write_batch(self, values: list[ProcessedBatch]) -> None:
         for batch in values:
             self._take(batch)
         if self.committer.due(self.flush_interval_s, self.flush_rows):
             self.flush()
         elif self._covered_next is not None and self._caught_up and self.outputs.due():
             # Live: alerts out within ~MAX_OPEN_S. Behind: only at flushes (throughput).
-            with stops_when_fenced():
-                self.outputs.commit(self._covered_next)
-
-    def snapshot(self) -> None:
-        self.flush()
-
-    def close(self) -> None:
-        self.flush()
-        self.outputs.close()
+            self.outputs.commit(self._covered_next)
 
     # -- logic -----------------------------------------------------------------------
     def _take(self, batch: ProcessedBatch) -> None:
@@ -191,10 +196,6 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
             self.outputs.commit(self._covered_next)
 
     def flush(self) -> None:
-        with stops_when_fenced():
-            self._flush()
-
-    def _flush(self) -> None:
         began = time.monotonic()
         commits = self.committer.flush()  # every partition's Kafka transaction, then Delta
         if self.status is not None:  # every flush: updated_at doubles as a heartbeat

@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.fencing import stops_when_fenced
+from flows.fencing import reported
 from flows.records import MerchantMinuteRow
 from flows.status import StatusBoard
 from riverbed import lake
@@ -78,6 +78,18 @@ class WindowSinkPartition(StatefulSinkPartition[list[MerchantMinuteRow], None]):
         self._last_flush = time.monotonic()
 
     def write_batch(self, values: list[list[MerchantMinuteRow]]) -> None:
+        with reported():
+            self._write_batch(values)
+
+    def snapshot(self) -> None:
+        with reported():
+            self.flush()
+
+    def close(self) -> None:
+        with reported():
+            self.flush()
+
+    def _write_batch(self, values: list[list[MerchantMinuteRow]]) -> None:
         for rows in values:
             for row in rows:
                 key = (row.merchant_id, row.window_start_us)
@@ -87,17 +99,7 @@ class WindowSinkPartition(StatefulSinkPartition[list[MerchantMinuteRow], None]):
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
-    def snapshot(self) -> None:
-        self.flush()
-
-    def close(self) -> None:
-        self.flush()
-
     def flush(self) -> None:
-        with stops_when_fenced():
-            self._flush()
-
-    def _flush(self) -> None:
         self._last_flush = time.monotonic()
         if not self._rows:
             return
