@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import confluent_kafka
@@ -106,20 +106,41 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
             f.result()
 
 
+# The pre-load's event time starts at noon (UTC) yesterday, not at "now": which cities
+# are awake (so which cards transact, so which rules fire) depends on the hour of the
+# day, and the input must not depend on the hour the benchmark runs at. Yesterday, not
+# a fixed date: the topics' retention would delete records stamped weeks ago.
+def preload_start() -> float:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (today - timedelta(days=1) + timedelta(hours=12)).timestamp()
+
+
+PRELOAD_RATE = 200.0  # events per second of event time, `make run`'s default
+
+
 def preload(settings: Settings, events: int, seed: int = 7) -> float:
-    """Produce ``events`` generated transactions (event time 200/s, ending now); seconds."""
-    rate = 200.0
+    """Produce ``events`` generated transactions; seconds.
+
+    The traffic ``riverbed produce`` makes with the settings' population (cards,
+    merchants, shares) at 200 events/s of event time from :func:`preload_start`. Each
+    message's Kafka timestamp is the generator's clock when it was made, as for a live
+    producer, so the flow's "not in the future" check sees what it would live.
+    """
     generator = PaymentsGenerator(
-        GeneratorConfig(), seed=seed, start=time.time() - events / rate - 60, rate=rate
+        GeneratorConfig.from_settings(settings),
+        seed=seed,
+        start=preload_start(),
+        rate=PRELOAD_RATE,
     )
     producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
     began = time.monotonic()
-    for i, (key, value) in enumerate(generator.pairs()):
+    for i, event in enumerate(generator):
         if i == events:
             break
+        stamp = int(generator.clock * 1000)
         while True:
             try:
-                producer.produce(SOURCE, value, key)
+                producer.produce(SOURCE, event.value, event.key, timestamp=stamp)
                 break
             except BufferError:
                 producer.poll(0.05)

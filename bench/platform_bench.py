@@ -63,9 +63,12 @@ from pathlib import Path
 import confluent_kafka
 import dagster
 import duckdb
+import yaml
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from orchestration.defs.lake.sensors import lake_new_files
+from orchestration.platform import DAGSTER_YAML
 from producers.kafka_loop import PRODUCER_DEFAULTS
 from producers.payments import GeneratorConfig, PaymentsGenerator
 from riverbed.logs import configure_logging
@@ -81,6 +84,8 @@ STOP_TIMEOUT_S = 90.0
 WAREHOUSE_POLL_S = 1.0
 DAGSTER_POLL_S = 2.0
 GOAL_P99_S = 60.0
+SENSOR_S = lake_new_files.minimum_interval_seconds
+DEQUEUE_S = yaml.safe_load(DAGSTER_YAML)["run_coordinator"]["config"]["dequeue_interval_seconds"]
 
 log = logging.getLogger("riverbed.bench.platform")
 
@@ -636,7 +641,8 @@ def report(out: Outcome, settings: Settings, command: str) -> str:
 - machine: {machine()}; load average at the end {load} (the machine is shared)
 - the platform as `make run` starts it (`python -m orchestration.platform --no-producer`),
   on a fresh `RIVERBED_HOME`, embedded defaults (flow flush every
-  {settings.flush_interval_s:g}s, `lake_new_files` sensor every 10 s, one warehouse
+  {settings.flush_interval_s:g}s, `lake_new_files` sensor every {SENSOR_S} s, a run queue read every
+  {DEQUEUE_S} s, one warehouse
   build at a time); up in {out.up_s:.0f} s
 - producer: the payments generator at a steady {out.rate:g} events/s for {out.seconds:g} s
   (event time = wall clock, {settings.producer_cards:,} cards); {out.produced.sent:,} events,

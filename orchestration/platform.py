@@ -37,6 +37,14 @@ DAGSTER_YAML = """\
 concurrency:
   pools:
     default_limit: 1
+# The run queue is read every second, not every 5 s: a queued warehouse build waits
+# for that read, and the wait is part of every event's way into the warehouse.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+    dequeue_use_threads: true
 telemetry:
   enabled: false
 """

@@ -96,11 +96,11 @@ def _materialization(
     return dg.AssetMaterialization(asset_key=lake_key(domain, dataset), metadata=metadata)
 
 
-# Every 10 s: a tick only reads each table's log tail, and the wait for it is part of
+# Every 5 s: a tick only reads each table's log tail, and the wait for it is part of
 # every event's way into the warehouse (bench/platform_bench.py measures that way).
 @dg.sensor(
     name="lake_new_files",
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     job_name=WAREHOUSE_JOB,
     description="When a lake Delta table gets a new version (the flow committed, or upkeep "

@@ -6,12 +6,14 @@ extension and by polars, two readers independent of the writer.
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from riverbed import lake
 
@@ -195,3 +197,52 @@ def test_a_missing_table_reads_as_empty(tmp_path: Path) -> None:
     lake.open_table(tmp_path, "alerts")
     created = lake.summary(tmp_path, "alerts")
     assert created is not None and (created.version, created.files, created.rows) == (0, 0, 0)
+
+
+def test_old_log_entries_and_tombstones_expire_and_vacuum_still_deletes_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lake's retention (an hour) made a second, and a checkpoint every 5 commits.
+    monkeypatch.setitem(lake.TABLE_PROPERTIES, "delta.checkpointInterval", "5")
+    monkeypatch.setitem(lake.TABLE_PROPERTIES, "delta.logRetentionDuration", "interval 1 seconds")
+    monkeypatch.setitem(
+        lake.TABLE_PROPERTIES, "delta.deletedFileRetentionDuration", "interval 1 seconds"
+    )
+    writer = lake.TableWriter(tmp_path, "transactions")
+    writer.claim([APP0])
+    for i in range(6):
+        writer.append(txns(range(i * 10, i * 10 + 10)), {APP0: i * 10 + 10})
+    assert lake.compact(tmp_path, "transactions").files_removed == 6  # version 7
+    for i in range(6, 9):  # versions 8-10, a checkpoint at 9
+        writer.append(txns(range(i * 10, i * 10 + 10)), {APP0: i * 10 + 10})
+    time.sleep(1.5)
+    for i in range(9, 16):  # versions 11-17, a checkpoint at 14 drops what expired
+        writer.append(txns(range(i * 10, i * 10 + 10)), {APP0: i * 10 + 10})
+    log_dir = lake.dataset_dir(tmp_path, "transactions") / "_delta_log"
+    commits = sorted(int(p.name.split(".")[0]) for p in log_dir.glob("*.json"))
+    # Gone: every entry older than a second before the newest checkpoint older than a
+    # second (9), from which a reader can still rebuild any version kept.
+    assert commits == list(range(9, 18))
+    # The compacted-away files' tombstones expired with them; vacuum lists the
+    # directory, so it deletes those files all the same.
+    removed = lake.vacuum(tmp_path, "transactions", retention_hours=0)
+    assert len(removed) == 6
+    assert duck("select count(*), count(distinct _offset) from {transactions}", tmp_path) == [
+        (160, 160)
+    ]
+    assert lake.stored_offsets(lake.open_table(tmp_path, "transactions"), TOPIC, [0]) == {0: 160}
+
+
+def test_compaction_gives_an_older_table_the_current_properties(tmp_path: Path) -> None:
+    old = {**lake.TABLE_PROPERTIES, "delta.logRetentionDuration": "interval 12 hours"}
+    path = lake.dataset_dir(tmp_path, "transactions")
+    path.mkdir(parents=True)
+    DeltaTable.create(
+        path,
+        schema=lake.table_schema("transactions"),
+        partition_by=[lake.PARTITION_COLUMN],
+        configuration=old,
+    )
+    lake.compact(tmp_path, "transactions")
+    configured = lake.open_table(tmp_path, "transactions").metadata().configuration
+    assert {k: configured.get(k) for k in lake.TABLE_PROPERTIES} == lake.TABLE_PROPERTIES
