@@ -253,6 +253,7 @@ def committed_offsets(
     """
     wanted = [TopicPartition(topic, p) for p in partitions]
     deadline = time.monotonic() + timeout
+    pause = 0.2
     while True:
         try:
             found = consumer.committed(wanted, timeout=timeout)
@@ -262,7 +263,12 @@ def committed_offsets(
             passing = err.retriable() or err.code() in _PASSING_GROUP_ERRORS
             if not passing or time.monotonic() > deadline:
                 raise
-            time.sleep(0.2)
+            log.info(
+                "committed offsets not available yet, retrying",
+                extra={"topic": topic, "err": err.name(), "retry_in_s": pause},
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:

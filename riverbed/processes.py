@@ -101,23 +101,47 @@ def start(
 
 
 def stop(deployment: Deployment, timeout: float = 30.0) -> bool:
-    """Stop a process: SIGINT (a clean shutdown), then SIGKILL after ``timeout``.
+    """Stop a deployment's whole process group: SIGINT (a clean shutdown), then SIGKILL
+    what is left after ``timeout``.
 
-    Returns True if the process was running.
+    The group, not only the recorded process: a flow's leader can die (kill -9, OOM)
+    and leave its workers (``--processes N``) running, still in its group; they are
+    stopped all the same. Returns True if any of it was running.
     """
-    if not is_alive(deployment):
+    members = _group(deployment)
+    if not members:
         return False
-    process = psutil.Process(deployment.pid)
     try:
         os.killpg(deployment.pid, signal.SIGINT)
-    except ProcessLookupError:
-        process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout)
-    except psutil.TimeoutExpired:
-        os.killpg(deployment.pid, signal.SIGKILL)
-        process.wait(10)
+    except ProcessLookupError:  # the group emptied meanwhile
+        return True
+    _gone, left = psutil.wait_procs(members, timeout=timeout)
+    if left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(deployment.pid, signal.SIGKILL)
+        psutil.wait_procs(left, timeout=10)
     return True
+
+
+def _group(deployment: Deployment) -> list[psutil.Process]:
+    """The live processes of the deployment's group (its leader included, if alive).
+
+    A process counts if its group is the deployment's (the recorded pid: the leader
+    started a session of its own) and it started after the leader did, so a later
+    process that reused the pid as a group id is not taken for one of them.
+    """
+    members = []
+    for process in psutil.process_iter(["pid", "create_time", "status"]):
+        try:
+            if (
+                os.getpgid(process.pid) == deployment.pid
+                and process.info["create_time"] >= deployment.create_time - 1.0
+                and process.info["status"] != psutil.STATUS_ZOMBIE
+            ):
+                members.append(process)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
 
 
 def reap_group(deployment: Deployment | None) -> int:
@@ -129,16 +153,7 @@ def reap_group(deployment: Deployment | None) -> int:
     """
     if deployment is None or is_alive(deployment):
         return 0
-    leftovers = []
-    for process in psutil.process_iter(["pid", "create_time"]):
-        try:
-            if (
-                os.getpgid(process.pid) == deployment.pid
-                and process.info["create_time"] >= deployment.create_time - 1.0
-            ):
-                leftovers.append(process)
-        except (ProcessLookupError, psutil.Error):
-            continue
+    leftovers = _group(deployment)
     for process in leftovers:
         with contextlib.suppress(psutil.Error):
             process.kill()

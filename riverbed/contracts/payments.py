@@ -4,7 +4,8 @@
 (types checked in C) and then checks the rules msgspec cannot express. Every
 rejection is an :class:`InvalidEvent` whose message names the field and the
 rule, because that message goes to the dead-letter topic as the ``error``
-header and a person reads it there.
+header and a person reads it there. Any bytes at all give a transaction or an
+``InvalidEvent``, never another exception (a property-based test holds it to that).
 """
 
 from __future__ import annotations
@@ -78,9 +79,12 @@ def parse_event_time(value: str) -> datetime:
         )
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+        return parsed.astimezone(UTC)
     except ValueError as exc:
         raise InvalidEvent(f"event_time: {value!r} is not a valid time ({exc})") from None
-    return parsed.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+01:00, which is before year 1 in UTC
+        raise InvalidEvent(f"event_time: {value!r} is out of range in UTC") from None
 
 
 def decode_transaction(
@@ -98,6 +102,9 @@ def decode_transaction(
         raise InvalidEvent(_field_error(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"value: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        # msgspec raises this, not a DecodeError, for a string that is not UTF-8.
+        raise InvalidEvent(f"value: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     event_time = check_rules(txn, now)
     return txn, event_time
 

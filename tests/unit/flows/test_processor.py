@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from flows.config import FlowConfig
 from flows.processor import PartitionProcessor
 from flows.records import ProcessorOutput, RawRecord, SourceBatch
+from tests.support.transactions import VALID_TRANSACTION
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -16,16 +17,10 @@ NOW_MS = int(NOW.timestamp() * 1000)
 
 def txn(i: int, *, seconds: float = 0, card: str = "card-1", **changes: object) -> bytes:
     body = {
+        **VALID_TRANSACTION,
         "transaction_id": f"tx-{i}",
         "card_id": card,
         "merchant_id": "merch-1",
-        "mcc": "5411",
-        "amount": 12.5,
-        "currency": "EUR",
-        "country": "FR",
-        "lat": 48.85,
-        "lon": 2.35,
-        "channel": "pos",
         "event_time": datetime.fromtimestamp(NOW.timestamp() + seconds, UTC)
         .isoformat()
         .replace("+00:00", "Z"),
@@ -57,12 +52,13 @@ def test_invalid_messages_become_dlq_records_with_the_reason() -> None:
     assert (out.counts.processed, out.counts.invalid, out.counts.valid) == (5, 4, 1)
 
 
-def test_values_the_contract_cannot_even_convert_go_to_the_dlq() -> None:
+def test_times_that_cannot_be_converted_to_utc_go_to_the_dlq_named() -> None:
     p = PartitionProcessor(2, FlowConfig())
     values = [txn(1, event_time="9999-12-31T23:59:59-05:00"), txn(2)]
     out = p.process(batch([*values, txn(3, event_time="0001-01-01T00:00:00+01:00")]), 0).batch
     assert [r.offset for r in out.dlq] == [0, 2]
-    assert out.dlq[0].error.startswith("value: cannot be checked")
+    assert all(r.error.endswith("is out of range in UTC") for r in out.dlq)
+    assert out.dlq[0].error.startswith("event_time: ")
     assert out.txns.offset == [1]
 
 

@@ -6,21 +6,9 @@ from datetime import UTC, datetime
 import pytest
 
 from riverbed.contracts.payments import InvalidEvent, decode_transaction
+from tests.support.transactions import NOW, VALID_TRANSACTION
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-VALID = {
-    "transaction_id": "t-1",
-    "card_id": "c-1",
-    "merchant_id": "m-1",
-    "mcc": "5411",
-    "amount": 12.5,
-    "currency": "EUR",
-    "country": "FR",
-    "lat": 48.85,
-    "lon": 2.35,
-    "channel": "pos",
-    "event_time": "2026-11-25T11:59:00Z",
-}
+VALID = VALID_TRANSACTION
 
 
 def raw(**changes: object) -> bytes:
