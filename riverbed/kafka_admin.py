@@ -242,21 +242,38 @@ _PASSING_GROUP_ERRORS = {
 }
 
 
+# How long to wait for a group's committed offsets to become stable. A flow killed
+# with a Kafka transaction open leaves offsets pending in it; a read_committed reader
+# gets UNSTABLE_OFFSET_COMMIT (librdkafka retries it inside committed() until its
+# timeout) until the broker aborts that transaction: after the producers'
+# transaction.timeout.ms (60 s, flows/kafka_outputs.py) and the broker's sweep for
+# timed-out transactions (every 10 s), or sooner when a new producer with the same
+# transactional.id fences it.
+STABLE_OFFSETS_WAIT_S = 90.0
+_COMMITTED_CALL_S = 5.0
+
+
 def committed_offsets(
-    consumer: Consumer, topic: str, partitions: Iterable[int], timeout: float = TIMEOUT_S
+    consumer: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    timeout: float = STABLE_OFFSETS_WAIT_S,
 ) -> dict[int, int]:
     """The consumer's group's committed offset per partition (absent: none committed).
 
     Retries what the broker says is passing: a coordinator still loading after a start
     (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS), or a transactional offset commit
-    still being completed (UNSTABLE_OFFSET_COMMIT).
+    still being completed (UNSTABLE_OFFSET_COMMIT, see :data:`STABLE_OFFSETS_WAIT_S`),
+    in short calls, logging each wait, until ``timeout``.
     """
     wanted = [TopicPartition(topic, p) for p in partitions]
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
     pause = 0.2
     while True:
+        call = max(0.5, min(_COMMITTED_CALL_S, deadline - time.monotonic()))
         try:
-            found = consumer.committed(wanted, timeout=timeout)
+            found = consumer.committed(wanted, timeout=call)
             return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
         except KafkaException as exc:
             err = exc.args[0]
@@ -264,8 +281,14 @@ def committed_offsets(
             if not passing or time.monotonic() > deadline:
                 raise
             log.info(
-                "committed offsets not available yet, retrying",
-                extra={"topic": topic, "err": err.name(), "retry_in_s": pause},
+                "committed offsets not stable yet (a transaction of a previous run may "
+                "still be open), retrying",
+                extra={
+                    "topic": topic,
+                    "err": err.name(),
+                    "waited_s": round(time.monotonic() - began, 1),
+                    "gives_up_after_s": timeout,
+                },
             )
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
@@ -276,7 +299,7 @@ def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
     consumer = _admin_consumer(settings, group)
     try:
         watermarks = _watermarks(consumer, topic)
-        committed = committed_offsets(consumer, topic, watermarks)
+        committed = committed_offsets(consumer, topic, watermarks, timeout=TIMEOUT_S)
         return {p: max(0, high - committed.get(p, low)) for p, (low, high) in watermarks.items()}
     finally:
         consumer.close()
