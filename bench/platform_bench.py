@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -54,8 +53,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,16 +61,17 @@ import confluent_kafka
 import dagster
 import duckdb
 import yaml
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, Message, Producer
 
 from orchestration.defs.lake.sensors import lake_new_files
+from orchestration.lib.webserver import GraphQLError, graphql
 from orchestration.platform import DAGSTER_YAML
 from producers.kafka_loop import PRODUCER_DEFAULTS
 from producers.payments import GeneratorConfig, PaymentsGenerator
+from riverbed.kafka_admin import high_watermarks, recreate_topics
 from riverbed.logs import configure_logging
 from riverbed.settings import Settings, SettingsError, load_settings
-from riverbed.topics import CATALOG, PAYMENTS_TRANSACTIONS
+from riverbed.topics import PAYMENTS_TRANSACTIONS
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 REPO = Path(__file__).resolve().parent.parent
@@ -151,57 +149,6 @@ def start_local_broker(settings: Settings) -> object:
     return broker
 
 
-def topic_messages(settings: Settings, name: str) -> int | None:
-    """Messages in a topic (high - low over partitions); None when it does not exist."""
-    admin = AdminClient(settings.kafka_client_config())
-    metadata = admin.list_topics(timeout=30)
-    if name not in metadata.topics:
-        return None
-    consumer = confluent_kafka.Consumer(
-        {**settings.kafka_client_config(), "group.id": "bench.platform.probe"}
-    )
-    try:
-        total = 0
-        for p in metadata.topics[name].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
-
-
-def recreate_topics(settings: Settings) -> None:
-    """Delete the declared topics and the flow's consumer group, then declare them again
-    (as the end-to-end test does); the platform's topic assets reconcile their configs."""
-    admin = AdminClient(settings.kafka_client_config())
-    existing = set(admin.list_topics(timeout=30).topics)
-    doomed = [spec.name for spec in CATALOG if spec.name in existing]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result()
-    with contextlib.suppress(confluent_kafka.KafkaException):
-        for future in admin.delete_consumer_groups(
-            [settings.consumer_group], request_timeout=30
-        ).values():
-            future.result()
-    deadline = time.monotonic() + 60
-    while True:
-        futures = admin.create_topics(
-            [
-                NewTopic(spec.name, spec.partitions, settings.kafka_replication_factor)
-                for spec in CATALOG
-            ]
-        )
-        try:
-            for future in futures.values():
-                future.result()
-            return
-        except confluent_kafka.KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)  # deletion still in progress
-
-
 # -- the platform ----------------------------------------------------------------------------
 
 
@@ -272,19 +219,6 @@ class Platform:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return time.monotonic() - began
-
-
-def graphql(settings: Settings, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{settings.dagster_port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-    if "errors" in body:
-        raise BenchError(f"Dagster GraphQL error: {body['errors']}")
-    return body["data"]
 
 
 RUNS_QUERY = (
@@ -515,7 +449,8 @@ def bench(base: Settings, rate: float, seconds: float, wait: float, recreate: bo
     if settings.manages_local_broker:
         broker = start_local_broker(settings)
     else:
-        held = topic_messages(settings, PAYMENTS_TRANSACTIONS)
+        marks = high_watermarks(settings, PAYMENTS_TRANSACTIONS)  # {} for no topic
+        held = sum(high - low for low, high in marks.values())
         if held:
             if not recreate:
                 raise BenchError(
@@ -527,7 +462,7 @@ def bench(base: Settings, rate: float, seconds: float, wait: float, recreate: bo
             log.info(
                 "recreating Riverbed's topics", extra={"bootstrap": settings.bootstrap_servers}
             )
-            recreate_topics(settings)
+            recreate_topics(settings, groups=[settings.consumer_group])
     # The platform uses the broker as a cluster it did not start: it never stops it.
     platform_settings = load_settings(
         **{**settings.model_dump(exclude_none=True), "kafka_bootstrap": settings.bootstrap_servers}
@@ -708,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.keep
     try:
         outcome = bench(base, args.rate, args.seconds, args.wait, args.recreate_topics, work)
-    except BenchError as exc:
+    except (BenchError, GraphQLError) as exc:
         log.error("benchmark failed", extra={"error": str(exc), "work": str(work)})
         return 1
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ are still reconciled. Running it twice changes nothing the second time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -120,6 +121,44 @@ def apply_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOG) -> li
     for result in results.values():
         log.info("topic reconciled", extra={"topic": result.name, "result": result.summary()})
     return list(results.values())
+
+
+def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> None:
+    """Empty the declared topics: delete them and ``groups`` (default: every consumer
+    group), wait until the deletion shows, then declare them again (:func:`apply_topics`).
+
+    For tests and benchmarks that need a clean cluster; it loses every message.
+    """
+    admin = admin_client(settings)
+    existing = set(admin.list_topics(timeout=TIMEOUT_S).topics)
+    doomed = [spec.name for spec in CATALOG if spec.name in existing]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=TIMEOUT_S).values():
+            future.result()
+    if groups is None:
+        groups = [g.group_id for g in admin.list_consumer_groups().result().valid]
+    groups = list(groups)
+    if groups:
+        for future in admin.delete_consumer_groups(groups, request_timeout=TIMEOUT_S).values():
+            # A group still in use by a lingering client is not ours to fight.
+            with contextlib.suppress(KafkaException):
+                future.result()
+    # Deletion is asynchronous: wait until the metadata no longer lists the old topics,
+    # or apply_topics would see them and leave them be.
+    deadline = time.monotonic() + 60
+    while set(doomed) & set(admin.list_topics(timeout=TIMEOUT_S).topics):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {doomed} were not deleted within 60 s")
+        time.sleep(0.2)
+    while True:
+        results = apply_topics(settings)
+        if all(r.error is None and r.state is not None for r in results):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                "could not recreate topics: " + "; ".join(r.summary() for r in results)
+            )
+        time.sleep(0.5)
 
 
 def _create_missing(

@@ -11,20 +11,15 @@ created and empty, and a ``RIVERBED_HOME`` of their own.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
-from riverbed.kafka_admin import apply_topics
+from riverbed.kafka_admin import recreate_topics
 from riverbed.settings import Settings, load_settings
-from riverbed.topics import CATALOG
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_HOME = Path(os.environ.get("RIVERBED_TEST_HOME", REPO / ".riverbed-test"))
@@ -57,38 +52,6 @@ def broker_settings() -> Iterator[Settings]:
     finally:
         if not was_running:
             broker.stop()
-
-
-def recreate_topics(settings: Settings) -> None:
-    """Delete every declared topic and its consumer groups, then declare them again."""
-    admin = AdminClient(settings.kafka_client_config())
-    existing = set(admin.list_topics(timeout=30).topics)
-    doomed = [spec.name for spec in CATALOG if spec.name in existing]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=30).values():
-            future.result()
-    groups = [g.group_id for g in admin.list_consumer_groups().result().valid]
-    if groups:
-        for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
-            # A group still in use by a lingering client is not ours to fight.
-            with contextlib.suppress(KafkaException):
-                future.result()
-    # Deletion is asynchronous: wait until the metadata no longer lists the old topics,
-    # or apply_topics would see them and leave them be.
-    deadline = time.monotonic() + 60
-    while set(doomed) & set(admin.list_topics(timeout=30).topics):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topics {doomed} were not deleted within 60 s")
-        time.sleep(0.2)
-    while True:
-        results = apply_topics(settings)
-        if all(r.error is None and r.state is not None for r in results):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                "could not recreate topics: " + "; ".join(r.summary() for r in results)
-            )
-        time.sleep(0.5)
 
 
 @pytest.fixture

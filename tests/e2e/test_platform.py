@@ -9,7 +9,6 @@ test opens the UI's asset graph in headless Chromium.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,16 +17,17 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from orchestration.lib.webserver import graphql
 from producers.payments import produce_payments
+from riverbed.kafka_admin import recreate_topics
 from riverbed.settings import Settings, load_settings
-from tests.conftest import REPO, recreate_topics
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 EVENTS = 50_000
@@ -38,18 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def graphql(settings: Settings, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{settings.dagster_port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body
-    return body["data"]
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,19 @@ def duck(sql: str, lake_dir: Path) -> list[tuple]:
 APP0, APP1 = lake.app_id(TOPIC, 0), lake.app_id(TOPIC, 1)
 
 
+def claimed_writer(lake_dir: Path) -> lake.TableWriter:
+    """A transactions writer that has claimed partition 0."""
+    writer = lake.TableWriter(lake_dir, "transactions")
+    writer.claim([APP0])
+    return writer
+
+
+def append_batches(writer: lake.TableWriter, batches: range) -> None:
+    """One commit per batch ``i``: partition 0's offsets ``10 i`` to ``10 i + 9``."""
+    for i in batches:
+        writer.append(txns(range(i * 10, i * 10 + 10)), {APP0: i * 10 + 10})
+
+
 def test_schemas_are_the_contract() -> None:
     assert lake.TRANSACTIONS_SCHEMA.names == [
         "transaction_id", "card_id", "merchant_id", "mcc", "amount", "currency", "country",
@@ -110,18 +123,14 @@ def test_an_append_records_its_offsets_in_the_same_commit(tmp_path: Path) -> Non
 
 
 def test_an_empty_append_only_moves_the_offsets(tmp_path: Path) -> None:
-    writer = lake.TableWriter(tmp_path, "transactions")
-    writer.claim([APP0])
-    writer.append(lake.TRANSACTIONS_SCHEMA.empty_table(), {APP0: 40})
+    claimed_writer(tmp_path).append(lake.TRANSACTIONS_SCHEMA.empty_table(), {APP0: 40})
     assert lake.stored_offsets(lake.open_table(tmp_path, "transactions"), TOPIC, [0]) == {0: 40}
     assert duck("select count(*) from {transactions}", tmp_path) == [(0,)]
 
 
 def test_a_stale_writer_is_fenced_and_writes_nothing(tmp_path: Path) -> None:
-    old = lake.TableWriter(tmp_path, "transactions")
-    old.claim([APP0])
-    new = lake.TableWriter(tmp_path, "transactions")
-    new.claim([APP0])
+    old = claimed_writer(tmp_path)
+    new = claimed_writer(tmp_path)
     new.append(txns(range(0, 5)), {APP0: 5})
     with pytest.raises(lake.FencedWriter, match=r"another writer committed .*/0 up to 5"):
         old.append(txns(range(0, 7)), {APP0: 7})
@@ -132,10 +141,8 @@ def test_a_stale_writer_is_fenced_and_writes_nothing(tmp_path: Path) -> None:
 
 def test_two_writers_racing_past_the_check_conflict_in_delta(tmp_path: Path) -> None:
     """The check is not atomic with the commit; delta-rs's conflict on the app id is."""
-    first = lake.TableWriter(tmp_path, "transactions")
-    first.claim([APP0])
-    second = lake.TableWriter(tmp_path, "transactions")
-    second.claim([APP0])
+    first = claimed_writer(tmp_path)
+    second = claimed_writer(tmp_path)
     first.append(txns(range(0, 5)), {APP0: 5})
     second.refresh = lambda: None  # type: ignore[method-assign]  # it checked just before
     with pytest.raises(lake.FencedWriter, match="same source partitions at the same time"):
@@ -174,10 +181,7 @@ def test_upserts_keep_one_row_per_window_and_never_move_back(tmp_path: Path) -> 
 
 
 def test_compaction_and_vacuum_keep_every_row_and_its_offsets(tmp_path: Path) -> None:
-    writer = lake.TableWriter(tmp_path, "transactions")
-    writer.claim([APP0])
-    for i in range(20):
-        writer.append(txns(range(i * 10, i * 10 + 10)), {APP0: i * 10 + 10})
+    append_batches(claimed_writer(tmp_path), range(20))
     before = lake.summary(tmp_path, "transactions")
     assert before is not None and before.files == 20 and before.rows == 200
     done = lake.compact(tmp_path, "transactions")
@@ -208,16 +212,12 @@ def test_old_log_entries_and_tombstones_expire_and_vacuum_still_deletes_files(
     monkeypatch.setitem(
         lake.TABLE_PROPERTIES, "delta.deletedFileRetentionDuration", "interval 1 seconds"
     )
-    writer = lake.TableWriter(tmp_path, "transactions")
-    writer.claim([APP0])
-    for i in range(6):
-        writer.append(txns(range(i * 10, i * 10 + 10)), {APP0: i * 10 + 10})
+    writer = claimed_writer(tmp_path)
+    append_batches(writer, range(6))
     assert lake.compact(tmp_path, "transactions").files_removed == 6  # version 7
-    for i in range(6, 9):  # versions 8-10, a checkpoint at 9
-        writer.append(txns(range(i * 10, i * 10 + 10)), {APP0: i * 10 + 10})
+    append_batches(writer, range(6, 9))  # versions 8-10, a checkpoint at 9
     time.sleep(1.5)
-    for i in range(9, 16):  # versions 11-17, a checkpoint at 14 drops what expired
-        writer.append(txns(range(i * 10, i * 10 + 10)), {APP0: i * 10 + 10})
+    append_batches(writer, range(9, 16))  # versions 11-17, a checkpoint at 14 drops the expired
     log_dir = lake.dataset_dir(tmp_path, "transactions") / "_delta_log"
     commits = sorted(int(p.name.split(".")[0]) for p in log_dir.glob("*.json"))
     # Gone: every entry older than a second before the newest checkpoint older than a

@@ -5,10 +5,12 @@ plugin), so a second build waits or fails naming the holder; a reader of the
 published copy keeps reading while builds run and publish.
 """
 
+import contextlib
 import multiprocessing
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -33,23 +35,31 @@ def hold_lock(home: str, seconds: float, ready: Event) -> None:
         time.sleep(seconds)
 
 
-def test_a_second_writer_waits_then_fails_clearly(tmp_path: Path) -> None:
-    settings = load_settings(home=tmp_path)
+@contextlib.contextmanager
+def lock_held_elsewhere(home: Path, seconds: float = 3.0) -> Iterator[int]:
+    """Another process holds the warehouse's writer lock for ``seconds``; its pid."""
     ready = multiprocessing.Event()
-    holder = multiprocessing.Process(target=hold_lock, args=(str(tmp_path), 3.0, ready))
+    holder = multiprocessing.Process(target=hold_lock, args=(str(home), seconds, ready))
     holder.start()
     try:
         assert ready.wait(10)
+        assert holder.pid is not None
+        yield holder.pid
+    finally:
+        holder.join()
+
+
+def test_a_second_writer_waits_then_fails_clearly(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    with lock_held_elsewhere(tmp_path) as holder_pid:
         started = time.monotonic()
-        busy = pytest.raises(WarehouseBusy, match=rf"being written by pid {holder.pid}")
+        busy = pytest.raises(WarehouseBusy, match=rf"being written by pid {holder_pid}")
         with busy, writer_lock(settings, timeout=1.0):
             pass
         assert time.monotonic() - started >= 1.0
         # Once the holder is done, the waiting writer gets in.
         with writer_lock(settings, timeout=10.0):
             pass
-    finally:
-        holder.join()
 
 
 def test_readers_read_the_published_tables_only(tmp_path: Path) -> None:
@@ -72,15 +82,11 @@ def test_readers_read_the_published_tables_only(tmp_path: Path) -> None:
 
 def test_publishing_waits_for_the_writer(tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path)
-    ready = multiprocessing.Event()
-    holder = multiprocessing.Process(target=hold_lock, args=(str(tmp_path), 3.0, ready))
-    holder.start()
-    try:
-        assert ready.wait(10)
-        with pytest.raises(WarehouseBusy, match=rf"pid {holder.pid}"):
-            publish_read_copy(settings, timeout=0.5)
-    finally:
-        holder.join()
+    with (
+        lock_held_elsewhere(tmp_path) as holder_pid,
+        pytest.raises(WarehouseBusy, match=rf"pid {holder_pid}"),
+    ):
+        publish_read_copy(settings, timeout=0.5)
 
 
 # Queries the copy it opened until the stop file appears; prints how many it ran.
