@@ -115,7 +115,8 @@ def apply_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOG) -> li
             continue
         _reconcile_existing(admin, settings, spec, state, results[spec.name])
 
-    after = describe_topics(admin, [s.name for s in specs])
+    applied = [s for s in specs if not results[s.name].error]
+    after = _describe_applied(admin, [s.name for s in specs], applied)
     for spec in specs:
         results[spec.name].state = after.get(spec.name)
     for result in results.values():
@@ -159,6 +160,33 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
                 "could not recreate topics: " + "; ".join(r.summary() for r in results)
             )
         time.sleep(0.5)
+
+
+def _describe_applied(
+    admin: AdminClient, names: list[str], applied: list[TopicSpec], timeout: float = 10.0
+) -> dict[str, TopicState]:
+    """The state of ``names`` once what was just ``applied`` shows in it.
+
+    A broker answers metadata and config requests from its copy of the cluster
+    metadata, which follows the controller's a moment later: read right after a
+    change, it can still show the old partitions or configs.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        states = describe_topics(admin, names)
+        if all(_shows(spec, states.get(spec.name)) for spec in applied):
+            return states
+        if time.monotonic() > deadline:
+            return states  # report what the cluster says; drift is reported from it
+        time.sleep(0.1)
+
+
+def _shows(spec: TopicSpec, state: TopicState | None) -> bool:
+    return (
+        state is not None
+        and state.partitions >= spec.partitions
+        and all(state.configs.get(k) == v for k, v in spec.configs.items())
+    )
 
 
 def _create_missing(
