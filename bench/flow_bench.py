@@ -56,6 +56,7 @@ from producers.kafka_loop import PRODUCER_DEFAULTS
 from producers.payments import GeneratorConfig, PaymentsGenerator
 from riverbed import lake
 from riverbed.contracts.payments import Transaction
+from riverbed.kafka_admin import cluster_size, declared_configs, declared_replication
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS, topic
 
@@ -86,8 +87,10 @@ def recreate_topics(settings: Settings, names: list[str]) -> None:
             DLQ: topic(PAYMENTS_DLQ).partitions,
             ECHO: topic(PAYMENTS_ALERTS).partitions,
         }
+        spec = topic(PAYMENTS_TRANSACTIONS)
+        rf = declared_replication(settings, spec, cluster_size(settings, admin))
         futures = admin.create_topics(
-            [NewTopic(n, specs[n], settings.kafka_replication_factor) for n in names]
+            [NewTopic(n, specs[n], rf, config=declared_configs(spec, rf)) for n in names]
         )
         try:
             for f in futures.values():

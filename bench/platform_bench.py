@@ -9,7 +9,7 @@ How it measures:
 
 1. A broker: ``RIVERBED_KAFKA_BOOTSTRAP`` if set (its payments topic must be empty,
    or pass ``--recreate-topics``), else Riverbed's own local broker
-   (``riverbed.broker.LocalBroker``) on ``RIVERBED_KAFKA_PORT``, with its data in
+   (``riverbed.broker.LocalCluster``) on ``RIVERBED_KAFKA_PORT``, with its data in
    the fresh home below (the jars from ``RIVERBED_KAFKA_DIST`` or an already fetched
    dist in the repository, when there is one).
 2. The platform as ``make run`` starts it, headless: ``python -m orchestration.platform
@@ -120,10 +120,11 @@ def tail(path: Path, chars: int = 3000) -> str:
 # -- the broker ------------------------------------------------------------------------------
 
 
-def shared_dist(version: str) -> Path | None:
+def shared_dist(settings: Settings) -> Path | None:
     """An already fetched Kafka dist to reuse, so a fresh home does not fetch again."""
-    if os.environ.get("RIVERBED_KAFKA_DIST"):
-        return None  # LocalBroker reads it itself
+    if settings.kafka_dist:
+        return settings.kafka_dist
+    version = settings.kafka_version
     for candidate in (
         REPO / ".riverbed" / "kafka" / "dist" / version,
         REPO / ".riverbed-test" / "broker" / "kafka" / "dist" / version,
@@ -134,18 +135,17 @@ def shared_dist(version: str) -> Path | None:
 
 
 def start_local_broker(settings: Settings) -> object:
-    from riverbed.broker import LocalBroker
+    from riverbed.broker import LocalCluster
 
-    dist = shared_dist(settings.kafka_version)
-    broker = LocalBroker(settings, dist_dir=dist)
+    broker = LocalCluster(settings)
     if broker.status().running:
         raise BenchError(f"a broker already runs with its data in {settings.kafka_dir}")
     log.info(
         "starting the local broker",
-        extra={"bootstrap": settings.bootstrap_servers, "dist": str(dist or "fetch")},
+        extra={"bootstrap": settings.bootstrap_servers, "dist": str(settings.kafka_dist)},
     )
     status = broker.start()
-    log.info("broker up", extra={"pid": status.pid, "bootstrap": status.bootstrap})
+    log.info("broker up", extra={"pids": status.pids, "bootstrap": status.bootstrap})
     return broker
 
 
@@ -163,8 +163,6 @@ class Platform:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
         env.update(self.settings.to_env())
-        if "RIVERBED_KAFKA_DIST" in os.environ:
-            env["RIVERBED_KAFKA_DIST"] = os.environ["RIVERBED_KAFKA_DIST"]
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "orchestration.platform", "--no-producer"],
@@ -443,6 +441,7 @@ def bench(base: Settings, rate: float, seconds: float, wait: float, recreate: bo
             **base.model_dump(exclude_none=True),
             "home": home,
             "dagster_port": free_port(),
+            "kafka_dist": shared_dist(base),
         }
     )
     broker = None

@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from producers.kafka_loop import PRODUCER_DEFAULTS
 from producers.payments import GeneratorConfig, PaymentsGenerator, produce_payments
+from riverbed.kafka_admin import cluster_size, declared_configs, declared_replication
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS, topic
 
@@ -105,9 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def find_kafka_libs(settings: Settings, given: Path | None) -> Path:
     """Kafka's jars: --kafka-libs, else the local broker's (fetched from Maven if needed)."""
-    from riverbed.broker import LocalBroker
+    from riverbed.broker import LocalCluster
 
-    libs = given or LocalBroker(settings).fetch()
+    libs = given or LocalCluster(settings).fetch()
     if not any(libs.glob("kafka-tools-*.jar")):
         raise SystemExit(f"no Kafka tools jars in {libs}; pass --kafka-libs DIR")
     return libs
@@ -129,10 +130,12 @@ def mean_message_size(settings: Settings, sample: int = 20_000) -> int:
 def bench_topics(settings: Settings, names: list[str]) -> Iterator[list[str]]:
     """Fresh topics shaped like payments.transactions, deleted afterwards."""
     admin = AdminClient(settings.kafka_client_config())
-    partitions = topic(PAYMENTS_TRANSACTIONS).partitions
-    rf = settings.kafka_replication_factor
-    configs = {"compression.type": "producer"}
-    new = [NewTopic(name, partitions, rf, config=configs) for name in names]
+    spec = topic(PAYMENTS_TRANSACTIONS)
+    # As declared: on three brokers, replication 3 and min.insync.replicas 2, so that
+    # acks=all waits for the followers as it does on payments.transactions.
+    rf = declared_replication(settings, spec, cluster_size(settings, admin))
+    configs = {**declared_configs(spec, rf), "compression.type": "producer"}
+    new = [NewTopic(name, spec.partitions, rf, config=configs) for name in names]
     for future in admin.create_topics(new, operation_timeout=30).values():
         future.result()
     try:

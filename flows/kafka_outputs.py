@@ -21,10 +21,13 @@ replaces reading the output topics back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -38,12 +41,28 @@ log = logging.getLogger("riverbed.flow.kafka")
 #: What every reader of a topic written in transactions (alerts, DLQ) must set.
 READ_COMMITTED = {"isolation.level": "read_committed"}
 
-_TIMEOUT_S = 60.0
+_TIMEOUT_S = 30.0
 # While a partition is caught up, a transaction left open longer than this is
 # committed at the next chance, so an alert waits at most about this long (plus a
 # source tick) to become visible. While it works through a backlog, transactions are
 # committed at flushes only: each commit costs ~10 ms of the worker's time.
 MAX_OPEN_S = 0.2
+
+
+# A transactional call still blocked this long after its own timeout has hit a
+# librdkafka bug, not the cluster: send_offsets_to_transaction / commit_transaction
+# ignore their timeout when the group coordinator's broker was decommissioned
+# (a broker killed and fenced; confluentinc/librdkafka#5456 and #5511, open in
+# librdkafka 2.16). The producer never recovers from it, so the process exits with
+# WEDGED_EXIT and `riverbed flow run` restarts its processes, which resume from the
+# last commit like after any crash.
+WEDGE_GRACE_S = 30.0
+WEDGED_EXIT = 75  # EX_TEMPFAIL
+
+# How long a transactional call is retried on retriable errors before the flow gives
+# up and stops (to be restarted, resuming from its last commit): longer than a
+# leader election or a coordinator moving after a broker restart take.
+RETRY_FOR_S = 120.0
 
 
 class ProducerFenced(RuntimeError):
@@ -52,6 +71,46 @@ class ProducerFenced(RuntimeError):
 
 class OutputError(RuntimeError):
     """A transaction could not be committed: the flow stops and replays rather than lose it."""
+
+
+class _Watchdog:
+    """Calls ``on_stuck`` when a block it guards has run longer than ``limit`` seconds.
+
+    One thread per producer, ticking every second. It counts only time the process
+    ran: a process frozen (SIGSTOP, a suspended VM) and resumed has not been stuck,
+    however late its clock now is.
+    """
+
+    _TICK_S = 1.0
+
+    def __init__(self, limit: float, on_stuck: Callable[[], None]) -> None:
+        self._limit = limit
+        self._on_stuck = on_stuck
+        self._guarding = False
+        self._ran = 0.0
+        threading.Thread(target=self._watch, daemon=True, name="kafka-watchdog").start()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        self._ran = 0.0
+        self._guarding = True
+        try:
+            yield
+        finally:
+            self._guarding = False
+
+    def _watch(self) -> None:
+        last = time.monotonic()
+        while True:
+            time.sleep(self._TICK_S)
+            now = time.monotonic()
+            step, last = now - last, now
+            if not self._guarding or step > 5 * self._TICK_S:  # longer: the process was frozen
+                continue
+            self._ran += step
+            if self._ran > self._limit:
+                self._on_stuck()
+                return
 
 
 def transactional_id(group: str, topic: str, partition: int) -> str:
@@ -91,7 +150,7 @@ class KafkaOutputs:
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
-                "transaction.timeout.ms": 60_000,
+                "transaction.timeout.ms": int(settings.flow_transaction_timeout_s * 1000),
                 # A transaction's partitions are registered with the coordinator as its
                 # first records go out; librdkafka's default 100 ms retry back-off then
                 # sits inside every send_offsets_to_transaction (measured: ~100 ms a
@@ -104,11 +163,15 @@ class KafkaOutputs:
         # group's metadata to send_offsets_to_transaction and reads the committed offset.
         self._group = Consumer(consumer_config(settings, **READ_COMMITTED))
         self._metadata = self._group.consumer_group_metadata()
-        self._call(self._producer.init_transactions, _TIMEOUT_S)
+        self._stuck_in: object = None
+        self._watchdog = _Watchdog(_TIMEOUT_S + WEDGE_GRACE_S, self._wedged)
+        self._checked(self._producer.init_transactions, _TIMEOUT_S)
         # init_transactions() finished or aborted whatever the previous owner left open,
         # so the committed offset is now final.
         self.committed = self._read_committed()
         self._open_since: float | None = None
+        # What the open transaction holds, to publish again if it must be aborted.
+        self._pending: list[tuple[str, bytes | None, bytes | None, list]] = []
         # A partition's sink publishes from its worker; any sink of the process may
         # commit it in a flush (flows.lake_commits): one transactional call at a time.
         self._lock = threading.RLock()
@@ -116,26 +179,78 @@ class KafkaOutputs:
     # -- the transaction --------------------------------------------------------------
 
     def _call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        """A transactional call; what librdkafka marks retriable (a coordinator loading or
+        moving after a broker restart, a timeout while a leader is elected) is retried
+        with backoff, for up to :data:`RETRY_FOR_S`, as librdkafka's documentation says
+        the application should."""
+        began = time.monotonic()
+        pause = 0.1
+        while True:
+            try:
+                self._stuck_in = fn
+                with self._watchdog.guard():
+                    fn(*args)
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                waited = time.monotonic() - began
+                if not err.retriable() or err.fatal() or waited > RETRY_FOR_S:
+                    raise
+                log.warning(
+                    "Kafka transaction call failed with a retriable error, retrying",
+                    extra={
+                        "part": self.partition,
+                        "call": getattr(fn, "__name__", str(fn)),
+                        "err": err.name(),
+                        "waited_s": round(waited, 1),
+                        "gives_up_after_s": RETRY_FOR_S,
+                    },
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _checked(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        """:meth:`_call`, with what it cannot retry turned into the flow's errors."""
         try:
-            fn(*args)
+            self._call(fn, *args)
         except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED) or (
-                err.fatal() and "fenced" in err.str().lower()
-            ):
-                raise ProducerFenced(
-                    f"partition {self.source_topic}/{self.partition}: another instance of "
-                    f"the flow took over transactional.id {self.transactional_id!r} "
-                    "(a second copy is running); this one stops without publishing more"
-                ) from exc
-            raise OutputError(
-                f"partition {self.source_topic}/{self.partition}: Kafka transaction "
-                f"failed ({err.str()}); the flow stops and resumes from the last commit"
+            self._fail(exc.args[0], exc)
+
+    def _wedged(self) -> None:
+        fn = self._stuck_in
+        log.error(
+            "a Kafka transaction call is stuck past its timeout (librdkafka#5511: the "
+            "group coordinator's broker went away); exiting so that the flow restarts "
+            "from its last commit",
+            extra={
+                "part": self.partition,
+                "call": getattr(fn, "__name__", str(fn)),
+                "stuck_s": _TIMEOUT_S + WEDGE_GRACE_S,
+            },
+        )
+        logging.shutdown()
+        os._exit(WEDGED_EXIT)
+
+    def _fail(self, err: KafkaError, exc: KafkaException) -> NoReturn:
+        if err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED) or (
+            err.fatal() and "fenced" in err.str().lower()
+        ):
+            raise ProducerFenced(
+                f"partition {self.source_topic}/{self.partition}: fenced on transactional.id "
+                f"{self.transactional_id!r}: another instance of the flow took it over (a "
+                "second copy is running), or the broker aborted this one's transaction after "
+                "it stalled past transaction.timeout.ms (the process frozen, or the cluster "
+                "without a quorum); this one stops without publishing more, and a restart "
+                "resumes from the last commit"
             ) from exc
+        raise OutputError(
+            f"partition {self.source_topic}/{self.partition}: Kafka transaction "
+            f"failed ({err.str()}); the flow stops and resumes from the last commit"
+        ) from exc
 
     def _begin(self) -> None:
         if self._open_since is None:
-            self._call(self._producer.begin_transaction)
+            self._checked(self._producer.begin_transaction)
             self._open_since = time.monotonic()
 
     def publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[AlertRecord]) -> int:
@@ -166,6 +281,10 @@ class KafkaOutputs:
         return n
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
+        self._pending.append((topic, key, value, headers))
+        self._send(topic, key, value, headers)
+
+    def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers)
@@ -188,13 +307,42 @@ class KafkaOutputs:
         if self._open_since is None and next_offset <= self.committed:
             return False
         self._begin()
-        self._producer.flush(_TIMEOUT_S)  # see retry.backoff.ms above
         offsets = [TopicPartition(self.source_topic, self.partition, next_offset)]
-        self._call(self._producer.send_offsets_to_transaction, offsets, self._metadata, _TIMEOUT_S)
-        self._call(self._producer.commit_transaction, _TIMEOUT_S)
+        began = time.monotonic()
+        while True:
+            try:
+                self._producer.flush(_TIMEOUT_S)  # see retry.backoff.ms above
+                self._call(
+                    self._producer.send_offsets_to_transaction, offsets, self._metadata, _TIMEOUT_S
+                )
+                self._call(self._producer.commit_transaction, _TIMEOUT_S)
+                break
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if not err.txn_requires_abort() or time.monotonic() - began > RETRY_FOR_S:
+                    self._fail(err, exc)
+                self._redo_transaction(err)
         self._open_since = None
+        self._pending.clear()
         self.committed = max(self.committed, next_offset)
         return True
+
+    def _redo_transaction(self, err: KafkaError) -> None:
+        """Abort the open transaction and publish its records again in a new one.
+
+        librdkafka's answer to an abortable error (records that timed out while too few
+        brokers were up, a coordinator that lost the transaction): readers never see
+        an aborted transaction's records, and this process still holds them.
+        """
+        log.warning(
+            "Kafka transaction failed and was aborted; publishing its records again",
+            extra={"part": self.partition, "err": err.str(), "records": len(self._pending)},
+        )
+        self._checked(self._producer.abort_transaction, _TIMEOUT_S)
+        self._open_since = None
+        self._begin()
+        for record in self._pending:
+            self._send(*record)
 
     def _read_committed(self) -> int:
         found = committed_offsets(self._group, self.source_topic, [self.partition])
@@ -212,5 +360,6 @@ class KafkaOutputs:
             except KafkaException as exc:
                 log.warning("abort on close failed", extra={"part": self.partition, "err": exc})
             self._open_since = None
+            self._pending.clear()
         self._producer.flush(10)
         self._group.close()

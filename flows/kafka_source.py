@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from flows import shutdown
 from flows.records import RawRecord, SourceBatch
+from riverbed.kafka_admin import cluster_metadata
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.flow.source")
@@ -63,7 +64,7 @@ def topic_partitions(settings: Settings, topic: str, timeout: float = 30.0) -> l
     """The topic's partitions, from the cluster (fails clearly if the topic is missing)."""
     consumer = Consumer(consumer_config(settings))
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        meta = cluster_metadata(consumer, topic, timeout).topics.get(topic)
     finally:
         consumer.close()
     if meta is None or meta.error is not None or not meta.partitions:

@@ -60,7 +60,7 @@ from bytewax.outputs import FixedPartitionedSink
 
 from flows import flow_lock, shutdown, start_offsets
 from flows.config import FlowConfig
-from flows.kafka_outputs import KafkaOutputs
+from flows.kafka_outputs import WEDGED_EXIT, KafkaOutputs
 from flows.kafka_source import KafkaPartitionedSource, part_name, topic_partitions
 from flows.lake_commits import LakeCommitter
 from flows.lake_sink import LakePartitionedSink, LakePartitionSink
@@ -85,6 +85,7 @@ FLOW = "payments"
 RECOVERY_PARTITIONS = 2  # fixed: the same store works for any number of processes
 WINDOWS_KEY = "merchant_minute"
 _STOP_GRACE_S = 30.0  # after SIGINT, how long processes get before SIGKILL
+_WEDGED_RESTARTS = 5  # restarts of processes stuck on a librdkafka bug, then give up
 
 
 def flow_dir(settings: Settings) -> Path:
@@ -389,20 +390,36 @@ def run_flow(settings: Settings, *, processes: int = 1, recovery: bool = True) -
         if not stopping_since:
             forward(signum, frame)
 
-    # Before the children start: a stop asked for from now on reaches them.
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    def launch() -> None:
+        children.clear()
         for cmd in flow_commands(settings, processes=processes, recovery=recovery):
             children.append(
                 subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_ignore_stop_signals)
             )
             if stopping_since:
                 forward(signal.SIGINT, None)
+
+    # Before the children start: a stop asked for from now on reaches them.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    restarts = 0
+    try:
+        launch()
         while True:
             codes = [c.poll() for c in children]
             if all(code is not None for code in codes):
                 if asked_to_stop:
                     return 0  # stopped on request (Ctrl-C, SIGTERM): a clean end
+                if WEDGED_EXIT in codes and restarts < _WEDGED_RESTARTS:
+                    # A Kafka client stuck on a librdkafka bug (see flows.kafka_outputs):
+                    # start afresh from the last commit, as after any crash.
+                    restarts += 1
+                    log.warning(
+                        "restarting the flow's processes after a stuck Kafka client",
+                        extra={"restart": restarts, "of": _WEDGED_RESTARTS},
+                    )
+                    stopping_since.clear()
+                    launch()
+                    continue
                 return max(abs(code) for code in codes if code is not None)
             now = time.monotonic()
             if any(code not in (None, 0) for code in codes) and not stopping_since:

@@ -76,9 +76,9 @@ def start_broker(settings: Settings) -> bool:
     if not settings.manages_local_broker:
         say(f"using the Kafka cluster at {settings.bootstrap_servers}")
         return False
-    from riverbed.broker import LocalBroker
+    from riverbed.broker import LocalCluster
 
-    broker = LocalBroker(settings)
+    broker = LocalCluster(settings)
     already = broker.status().running
     if not broker.is_fetched():
         say(f"fetching Apache Kafka {settings.kafka_version} from Maven Central (first run only)")
@@ -212,9 +212,9 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
         stop_flows(settings)
         stop_children([c for c in children if c.name != "producer"])
         if started_broker:
-            from riverbed.broker import LocalBroker
+            from riverbed.broker import LocalCluster
 
-            say(LocalBroker(settings).stop().message)
+            say(LocalCluster(settings).stop().message)
 
 
 def main(argv: list[str] | None = None) -> int:

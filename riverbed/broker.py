@@ -1,41 +1,43 @@
-"""The local single-node Apache Kafka broker that Riverbed fetches and runs.
+"""The local Apache Kafka cluster that Riverbed fetches and runs.
 
-With ``RIVERBED_KAFKA_BOOTSTRAP`` unset, Riverbed runs one KRaft node (broker and
-controller in one JVM) on 127.0.0.1. Everything it needs lives under
-``settings.kafka_dir``::
+With ``RIVERBED_KAFKA_BOOTSTRAP`` unset, Riverbed runs ``RIVERBED_KAFKA_BROKERS``
+KRaft nodes (default 3) on 127.0.0.1. Each node is a broker and a controller in
+one JVM (KRaft's combined mode), and every node is a voter of one static
+controller quorum, so the cluster keeps working while a majority of its nodes
+runs. Node *n* (1, 2, ...) takes client port ``RIVERBED_KAFKA_PORT + n - 1`` and
+controller port ``RIVERBED_KAFKA_CONTROLLER_PORT + n - 1`` (by default the
+controller ports follow the last client port: 9092-9094, then 9095-9097).
+Everything lives under ``settings.kafka_dir``::
 
     kafka/
-      dist/<version>/libs/   the jars, fetched once from Maven Central with mvn
-      server.properties      rewritten from the settings on every start
-      cluster.id             the KRaft cluster id, chosen on the first start
-      data/                  log.dirs: topics, consumer offsets, the metadata log
-      logs/server.log        the broker's own log (INFO, rolled by size)
-      logs/broker.out        its console (warnings, JVM errors) of the last start
-      broker.pid             pid of the running broker
-      broker.lock            serialises start and stop between processes
+      dist/<version>/libs/     the jars, fetched once from Maven Central (riverbed.kafka_jars)
+      cluster.json             the cluster id and the number of nodes, fixed at formatting
+      cluster.lock             serialises start, stop and restart between processes
+      node-1/
+        server.properties      rewritten from the settings on every start
+        data/                  log.dirs: topics, consumer offsets, the metadata log
+        logs/server.log        the node's own log (INFO, rolled by size)
+        logs/broker.out        its console (warnings, JVM errors) of the last start
+        broker.pid             pid of the running node
+      node-2/ ...
 
-The jars: set ``RIVERBED_KAFKA_DIST`` to a directory that holds an already
-fetched ``libs/`` (a shared cache for CI or tests, for example) and it is used as
-it is; then nothing is fetched, and a missing jar is an error rather than a
-download.
-
-With ``RIVERBED_KAFKA_BOOTSTRAP`` set, Riverbed uses that cluster: ``start`` and
-``stop`` do nothing and say so, and ``status`` tells whether the cluster answers.
+With ``RIVERBED_KAFKA_BOOTSTRAP`` set, Riverbed uses that cluster: ``start``,
+``stop`` and ``restart`` do nothing and say so, and ``status`` tells whether the
+cluster answers (:mod:`riverbed.kafka_health` reports on any cluster's brokers,
+quorum and partitions).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
-import os
-import shutil
+import random
 import socket
 import subprocess
-import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,21 +45,18 @@ import psutil
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from riverbed.kafka_jars import LOG4J_CONFIG, KafkaJars, java, last_lines
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.broker")
 
-DIST_ENV = "RIVERBED_KAFKA_DIST"
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+IN_SYNC_TIMEOUT_S = 300.0
 LOG_TAIL_LINES = 30
 HOST = "127.0.0.1"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
-
-_DIST_FILES = Path(__file__).with_name("kafka_dist")
-POM = _DIST_FILES / "pom.xml"
-LOG4J_CONFIG = _DIST_FILES / "log4j2.yaml"
 
 # Kafka's own launcher defaults (kafka-run-class.sh), so the broker behaves as
 # operators expect; ExitOnOutOfMemoryError because a broker limping on after an
@@ -71,61 +70,134 @@ _GC_OPTIONS = (
     "-Djava.awt.headless=true",
 )
 
-# Brokers launched by this Python process: stop() waits on the Popen itself, so
+# Nodes launched by this Python process: stop() waits on the Popen itself, so
 # the child is reaped (no zombie that still looks alive, no ResourceWarning).
 _launched: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class BrokerError(RuntimeError):
-    """The local broker could not be fetched, started or stopped; says why and what to do."""
+    """The local cluster could not be started, stopped or restarted; says why and what to do."""
 
 
 @dataclass(frozen=True)
-class BrokerStatus:
-    running: bool
+class Node:
+    """One node of the local cluster: a broker and a controller in one JVM."""
+
+    id: int
+    client_port: int
+    controller_port: int
+    dir: Path
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.client_port}"
+
+    @property
+    def name(self) -> str:
+        return f"broker {self.id} ({self.address})"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs_dir / "server.log"
+
+    @property
+    def console_log(self) -> Path:
+        """The node's stdout and stderr (warnings, JVM errors) since its last start."""
+        return self.logs_dir / "broker.out"
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "broker.pid"
+
+
+@dataclass(frozen=True)
+class NodeState:
+    node: Node
     pid: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """``running``: every node runs (an external cluster: it answers)."""
+
+    running: bool
     bootstrap: str
     message: str
+    nodes: tuple[NodeState, ...] = ()
+
+    @property
+    def pids(self) -> dict[int, int]:
+        return {s.node.id: s.pid for s in self.nodes if s.pid is not None}
 
 
 # --- configuration ---------------------------------------------------------------------
 
 
-def server_properties(settings: Settings) -> dict[str, str]:
-    """The broker's configuration: one combined KRaft node, replication factor 1 everywhere."""
-    client = f"{HOST}:{settings.kafka_port}"
-    controller = f"{HOST}:{settings.controller_port}"
+def cluster_nodes(settings: Settings) -> tuple[Node, ...]:
+    return tuple(
+        Node(
+            id=n,
+            client_port=settings.kafka_port + n - 1,
+            controller_port=settings.controller_port + n - 1,
+            dir=settings.kafka_dir / f"node-{n}",
+        )
+        for n in range(1, settings.kafka_brokers + 1)
+    )
+
+
+def server_properties(settings: Settings, node: Node) -> dict[str, str]:
+    """One node's configuration: a combined KRaft node, every node a voter."""
+    nodes = cluster_nodes(settings)
+    replication = str(min(3, len(nodes)))
+    min_isr = str(min(2, len(nodes)))
     return {
         "process.roles": "broker,controller",
-        "node.id": "1",
+        "node.id": str(node.id),
         # A static quorum rather than the dynamic one (controller.quorum.bootstrap.servers
-        # with format --standalone): the dynamic one records the controller's endpoint in
-        # the metadata log at format time, so changing the port later would strand the data.
-        "controller.quorum.voters": f"1@{controller}",
+        # with format --standalone): the dynamic one records the controllers' endpoints in
+        # the metadata log at format time, so changing the ports later would strand the data.
+        "controller.quorum.voters": ",".join(f"{n.id}@{HOST}:{n.controller_port}" for n in nodes),
         "controller.listener.names": "CONTROLLER",
-        "listeners": f"PLAINTEXT://{client},CONTROLLER://{controller}",
-        "advertised.listeners": f"PLAINTEXT://{client}",
+        "listeners": f"PLAINTEXT://{node.address},CONTROLLER://{HOST}:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{node.address}",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(settings.kafka_dir / "data"),
+        "log.dirs": str(node.data_dir),
         "num.partitions": "1",
-        "default.replication.factor": "1",
+        # Topics Riverbed declares set their own replication (riverbed.kafka_admin);
+        # these are for the internal topics and anything created by hand.
+        "default.replication.factor": replication,
+        "offsets.topic.replication.factor": replication,
+        "transaction.state.log.replication.factor": replication,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replication,
+        "share.coordinator.state.topic.min.isr": min_isr,
         # Topics are declared (riverbed's topic catalog); a typo must not create one.
         "auto.create.topics.enable": "false",
-        # The internal topics default to replication factor 3, which one node cannot host.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        # Nobody else will join: do not make the first consumer wait 3 s for them.
+        # Consumers of a local cluster start together: do not make the first wait 3 s.
         "group.initial.rebalance.delay.ms": "0",
     }
 
 
-def render_server_properties(settings: Settings) -> str:
+def render_server_properties(settings: Settings, node: Node) -> str:
     """server.properties as written to disk."""
-    props = server_properties(settings)
+    props = server_properties(settings, node)
     lines = ["# Written by riverbed.broker on every start: change RIVERBED_* settings, not this."]
     # Backslash is the escape character of Java properties files (think paths).
     lines += [key + "=" + value.replace("\\", "\\\\") for key, value in props.items()]
@@ -139,13 +211,13 @@ def initial_heap(max_heap: str) -> str:
     return f"{max(megabytes // 2, 1)}m"
 
 
-def jvm_options(settings: Settings) -> list[str]:
+def jvm_options(settings: Settings, node: Node) -> list[str]:
     return [
         f"-Xmx{settings.kafka_heap}",
         f"-Xms{initial_heap(settings.kafka_heap)}",
         *_GC_OPTIONS,
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-        f"-Dkafka.logs.dir={settings.kafka_dir / 'logs'}",
+        f"-Dkafka.logs.dir={node.logs_dir}",
     ]
 
 
@@ -163,25 +235,31 @@ class _QuietLibrdkafkaLog:
         log.debug(msg, *args)
 
 
+def quiet_admin(settings: Settings) -> AdminClient:
+    """An admin client that does not print every refused connection to a node that is down."""
+    return AdminClient({**settings.kafka_client_config(), "logger": _QuietLibrdkafkaLog()})
+
+
 def wait_for_metadata(
     settings: Settings,
     timeout: float = START_TIMEOUT_S,
     *,
     alive: Callable[[], bool] | None = None,
+    brokers: Iterable[int] = (),
 ) -> None:
-    """Return once the cluster at ``settings.bootstrap_servers`` answers a metadata request.
+    """Return once the cluster at ``settings.bootstrap_servers`` answers a metadata request
+    that lists every node id in ``brokers`` (or, with none given, any broker at all).
 
     Raises :class:`BrokerError` after ``timeout`` seconds, or as soon as ``alive()``
-    (if given, e.g. "the broker process has not exited") returns False.
+    (if given, e.g. "the broker processes have not exited") returns False.
     """
-    admin = AdminClient({**settings.kafka_client_config(), "logger": _QuietLibrdkafkaLog()})
+    admin = quiet_admin(settings)
+    wanted = set(brokers)
     deadline = time.monotonic() + timeout
     last_error = "no answer yet"
     while True:
         if alive is not None and not alive():
-            raise BrokerError(
-                f"the broker stopped before it answered on {settings.bootstrap_servers}"
-            )
+            raise BrokerError(f"a broker stopped before {settings.bootstrap_servers} answered")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise BrokerError(
@@ -195,10 +273,12 @@ def wait_for_metadata(
             last_error = error.str() if isinstance(error, KafkaError) else str(exc)
             time.sleep(0.1)
             continue
-        # A broker can answer before it has registered itself; only a non-empty list is ready.
-        if metadata.brokers:
+        # A broker answers before it has registered itself; only a listing is ready.
+        registered = set(metadata.brokers)
+        if registered and wanted <= registered:
             return
-        last_error = "metadata lists no brokers yet"
+        missing = sorted(wanted - registered)
+        last_error = f"brokers {missing} not registered yet" if registered else "no brokers yet"
         time.sleep(0.2)
 
 
@@ -210,288 +290,299 @@ def _cluster_answers(settings: Settings, timeout: float) -> tuple[bool, str]:
     return True, "it answers metadata requests"
 
 
-# --- the broker ------------------------------------------------------------------------
+# --- the cluster -----------------------------------------------------------------------
 
 
-class LocalBroker:
-    """Fetches, configures, starts and stops Riverbed's local Kafka broker.
+class LocalCluster:
+    """Fetches, configures, starts, stops and restarts Riverbed's local Kafka cluster.
 
-    ``dist_dir`` (or the ``RIVERBED_KAFKA_DIST`` environment variable) names a
-    directory holding an already fetched ``libs/``; by default the jars live in
-    ``settings.kafka_dir / "dist" / settings.kafka_version``.
+    ``dist_dir`` (default: ``RIVERBED_KAFKA_DIST``) names a directory holding an
+    already fetched ``libs/`` (see :mod:`riverbed.kafka_jars`).
     """
 
     def __init__(self, settings: Settings, *, dist_dir: Path | None = None) -> None:
         self.settings = settings
-        override = dist_dir or _dist_from_environment()
-        self._dist_is_shared = override is not None
-        self.dist_dir = override or settings.kafka_dir / "dist" / settings.kafka_version
-
-    # --- where things are -----------------------------------------------------------
+        self.jars = KafkaJars(settings, dist_dir=dist_dir)
+        # An external cluster's brokers are not ours to name: kafka_health asks it.
+        self.nodes = cluster_nodes(settings) if settings.manages_local_broker else ()
 
     @property
     def kafka_dir(self) -> Path:
         return self.settings.kafka_dir
 
     @property
-    def libs_dir(self) -> Path:
-        """The broker's and Kafka tools' jars (run them with ``-cp java_classpath()``)."""
-        return self.dist_dir / "libs"
+    def shape_file(self) -> Path:
+        """The cluster id and node count the nodes were formatted with."""
+        return self.kafka_dir / "cluster.json"
 
-    @property
-    def data_dir(self) -> Path:
-        return self.kafka_dir / "data"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.kafka_dir / "logs"
-
-    @property
-    def server_log(self) -> Path:
-        return self.logs_dir / "server.log"
-
-    @property
-    def console_log(self) -> Path:
-        """The broker's stdout and stderr (warnings, JVM errors) since its last start."""
-        return self.logs_dir / "broker.out"
-
-    @property
-    def config_path(self) -> Path:
-        return self.kafka_dir / "server.properties"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.kafka_dir / "broker.pid"
-
-    @property
-    def cluster_id_file(self) -> Path:
-        return self.kafka_dir / "cluster.id"
-
-    def java_classpath(self) -> str:
-        """The ``-cp`` argument for Kafka's classes; java expands the ``*`` itself."""
-        return str(self.libs_dir / "*")
+    def node(self, node_id: int) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise BrokerError(
+            f"no broker {node_id}: the local cluster has brokers 1-{len(self.nodes)} "
+            "(RIVERBED_KAFKA_BROKERS)"
+        )
 
     def is_fetched(self) -> bool:
-        return (self.libs_dir / f"kafka_2.13-{self.settings.kafka_version}.jar").is_file()
-
-    # --- fetch -------------------------------------------------------------------------
+        return self.jars.is_fetched()
 
     def fetch(self) -> Path:
-        """Make sure Kafka's jars are in :attr:`libs_dir`, downloading them once; return it."""
-        if self.is_fetched():
-            return self.libs_dir
-        if self._dist_is_shared:
-            raise BrokerError(
-                f"{DIST_ENV}={self.dist_dir}: no kafka_2.13-{self.settings.kafka_version}.jar "
-                f"in {self.libs_dir}. Point it at a directory holding a fetched libs/, "
-                "or unset it to let Riverbed fetch Kafka itself."
-            )
-        version = self.settings.kafka_version
-        log.info("fetching Apache Kafka %s from Maven Central (once) ...", version)
-        started = time.monotonic()
-        self.dist_dir.parent.mkdir(parents=True, exist_ok=True)
-        # Download beside the target and rename into place: a fetch cut short leaves
-        # only a temporary directory, never a dist that looks complete.
-        with tempfile.TemporaryDirectory(prefix=f".{version}-", dir=self.dist_dir.parent) as tmp:
-            staging = Path(tmp) / "dist"
-            _run_maven(version, staging / "libs", cwd=Path(tmp))
-            if not (staging / "libs" / f"kafka_2.13-{version}.jar").is_file():
-                raise BrokerError(f"Maven finished but fetched no kafka_2.13-{version}.jar")
-            try:
-                staging.rename(self.dist_dir)
-            except OSError:
-                # Another process fetched the same version meanwhile; theirs is as good.
-                if not self.is_fetched():
-                    raise
-        jars = list(self.libs_dir.glob("*.jar"))
-        size_mb = sum(j.stat().st_size for j in jars) / 1e6
-        log.info(
-            "fetched Kafka %s: %d jars, %.0f MB, in %.1f s",
-            version,
-            len(jars),
-            size_mb,
-            time.monotonic() - started,
-        )
-        return self.libs_dir
+        return self.jars.fetch()
 
     # --- status ------------------------------------------------------------------------
 
-    def status(self) -> BrokerStatus:
-        """Whether the local broker runs (or, for an external cluster, answers)."""
+    def status(self) -> ClusterStatus:
+        """Which nodes run (or, for an external cluster, whether it answers)."""
         if not self.settings.manages_local_broker:
             return self._external("Riverbed runs no local broker")
-        # No lock: status must answer even while a start is waiting for the broker.
-        # It therefore leaves a stale pid file alone; start and stop clean it.
-        pid = self._running_pid(clean_stale=False)
-        if pid is not None:
-            return self._running(pid, "running")
-        fetched = "" if self.is_fetched() else " (not fetched yet)"
-        return BrokerStatus(
-            running=False,
-            pid=None,
-            bootstrap=self.settings.bootstrap_servers,
-            message=(
-                f"not running; Kafka {self.settings.kafka_version}{fetched} would listen on "
-                f"{self.settings.bootstrap_servers}, data in {self.data_dir}"
-            ),
-        )
+        # No lock: status must answer even while a start is waiting for the nodes.
+        # It therefore leaves stale pid files alone; start and stop clean them.
+        return self._report(self._states(clean_stale=False), "running")
 
     # --- start -------------------------------------------------------------------------
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> BrokerStatus:
-        """Start the broker and return once it answers; a no-op when it already runs."""
+    def start(
+        self, timeout: float = START_TIMEOUT_S, *, only: Iterable[int] | None = None
+    ) -> ClusterStatus:
+        """Start every node that is not running (or just those in ``only``) and return once
+        they are registered with the cluster; a no-op when they already run."""
         if not self.settings.manages_local_broker:
             return self._external("no local broker started")
         self._check_settings()
+        wanted = [self.node(n) for n in only] if only is not None else list(self.nodes)
         with self._lock():
-            pid = self._running_pid(clean_stale=True)
-            if pid is not None:
-                return self._running(pid, "already running")
-            self._check_ports_free()
-            self.fetch()
-            self._write_config()
-            self._format_storage_once()
+            states = self._states(clean_stale=True)
+            down = [s.node for s in states if not s.running and s.node in wanted]
+            if not down:
+                return self._report(states, "already running")
             started = time.monotonic()
-            # server.log outlives starts: remember where this start's lines begin.
-            log_mark = _size(self.server_log)
-            broker = self._launch()
-            self._await_ready(broker, timeout, log_mark)
-        log.info("Kafka broker ready in %.1f s", time.monotonic() - started)
-        return self._running(broker.pid, "started")
+            self._start_nodes(down, timeout)
+        log.info("Kafka ready in %.1f s", time.monotonic() - started, extra={"nodes": len(down)})
+        names = "" if len(down) == len(self.nodes) else " " + ", ".join(n.name for n in down)
+        return self._report(self._states(clean_stale=False), f"started{names}")
+
+    def _start_nodes(self, nodes: list[Node], timeout: float) -> None:
+        """Launch ``nodes`` and wait until they are registered; the lock is held."""
+        self._check_layout()
+        for node in nodes:
+            self._check_ports_free(node)
+        self.jars.fetch()
+        for node in nodes:
+            node.logs_dir.mkdir(parents=True, exist_ok=True)
+            node.config_path.write_text(render_server_properties(self.settings, node))
+        self._format_once(nodes)
+        # server.log outlives starts: remember where this start's lines begin.
+        marks = {node.id: _size(node.server_log) for node in nodes}
+        launched = [(node, self._launch(node)) for node in nodes]
+        try:
+            wait_for_metadata(
+                self.settings,
+                timeout,
+                alive=lambda: all(p.poll() is None for _, p in launched),
+                brokers=[node.id for node in nodes],
+            )
+        except BrokerError as exc:
+            reasons = []
+            for node, process in launched:
+                exit_code = process.poll()
+                if exit_code is None:
+                    _terminate(process.pid, timeout=10.0)
+                else:
+                    _launched.pop(process.pid, None)
+                    reasons.append(f"{node.name} exited with code {exit_code} while starting")
+                node.pid_file.unlink(missing_ok=True)
+            reason = "; ".join(reasons) or f"{exc}; stopped what had started"
+            tails = "\n".join(self._log_tail(node, marks[node.id]) for node in nodes)
+            raise BrokerError(f"{reason}.\n{tails}") from None
 
     def _check_settings(self) -> None:
         if self.settings.kafka_security_protocol != "PLAINTEXT":
             raise BrokerError(
-                "the local broker speaks PLAINTEXT only, but RIVERBED_KAFKA_SECURITY_PROTOCOL="
+                "the local cluster speaks PLAINTEXT only, but RIVERBED_KAFKA_SECURITY_PROTOCOL="
                 f"{self.settings.kafka_security_protocol}: unset it, or name your secured "
                 "cluster with RIVERBED_KAFKA_BOOTSTRAP"
             )
-        if self.settings.kafka_port == self.settings.controller_port:
+
+    def _check_layout(self) -> None:
+        """The nodes on disk were formatted for this many nodes; older layouts move in."""
+        legacy = self.kafka_dir / "data"
+        if (legacy / "meta.properties").is_file():
+            self._adopt_single_node_layout(legacy)
+        if not self.shape_file.is_file():
+            return
+        formatted = json.loads(self.shape_file.read_text())["brokers"]
+        if formatted != len(self.nodes):
             raise BrokerError(
-                f"RIVERBED_KAFKA_CONTROLLER_PORT={self.settings.controller_port} is the client "
-                "port too; the controller needs a port of its own"
+                f"RIVERBED_KAFKA_BROKERS={len(self.nodes)}, but the cluster in {self.kafka_dir} "
+                f"was formatted with {formatted} node(s), and a KRaft quorum's voters are fixed "
+                f"when it is formatted. Set RIVERBED_KAFKA_BROKERS={formatted}, or stop it "
+                f"and delete {self.kafka_dir}/node-* and {self.shape_file.name} to start a new "
+                "cluster (its topics are lost)."
             )
 
-    def _check_ports_free(self) -> None:
-        client, controller = self.settings.kafka_port, self.settings.controller_port
+    def _adopt_single_node_layout(self, legacy: Path) -> None:
+        # Riverbed before clusters kept one node's data in kafka/data.
+        old_pid = self.kafka_dir / "broker.pid"
+        if old_pid.is_file():
+            with contextlib.suppress(ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+                if MAIN_CLASS in psutil.Process(int(old_pid.read_text().strip())).cmdline():
+                    raise BrokerError(
+                        f"a broker started by an older Riverbed runs from {legacy} (pid file "
+                        f"{old_pid}): stop it (kill $(cat {old_pid})) and start again"
+                    )
+        if len(self.nodes) != 1:
+            raise BrokerError(
+                f"{legacy} holds a single-node cluster of an older Riverbed. Set "
+                "RIVERBED_KAFKA_BROKERS=1 to keep using it, or delete it (its topics are "
+                f"lost) and start a cluster of {len(self.nodes)} nodes"
+            )
+        node = self.nodes[0]
+        node.dir.mkdir(parents=True, exist_ok=True)
+        legacy.rename(node.data_dir)
+        cluster_id = (self.kafka_dir / "cluster.id").read_text().strip()
+        _write_atomically(self.shape_file, json.dumps({"cluster_id": cluster_id, "brokers": 1}))
+        log.info("moved %s to %s (the cluster layout)", legacy, node.data_dir)
+
+    def _check_ports_free(self, node: Node) -> None:
         moves = {
-            "client": "set RIVERBED_KAFKA_PORT (the controller takes the port after it, "
-            "unless RIVERBED_KAFKA_CONTROLLER_PORT says otherwise)",
-            "controller": "set RIVERBED_KAFKA_CONTROLLER_PORT, or RIVERBED_KAFKA_PORT "
-            "(the controller takes the port after it)",
+            "client": "set RIVERBED_KAFKA_PORT (node n takes that port + n - 1)",
+            "controller": "set RIVERBED_KAFKA_CONTROLLER_PORT (node n takes that port + n - 1; "
+            "by default the controller ports follow the last client port)",
         }
-        for port, role in ((client, "client"), (controller, "controller")):
+        for port, role in ((node.client_port, "client"), (node.controller_port, "controller")):
             if _port_is_free(port):
                 continue
             raise BrokerError(
-                f"port {port} (the local Kafka broker's {role} port) is already in use by "
-                f"{_port_holder(port)}. Stop that process, or move Riverbed's broker: "
+                f"port {port} ({node.name}'s {role} port) is already in use by "
+                f"{_port_holder(port)}. Stop that process, or move Riverbed's cluster: "
                 f"{moves[role]}. To use a Kafka cluster that already runs instead, set "
                 "RIVERBED_KAFKA_BOOTSTRAP."
             )
 
-    def _write_config(self) -> None:
-        self.config_path.write_text(render_server_properties(self.settings))
-
-    def _format_storage_once(self) -> None:
+    def _format_once(self, nodes: list[Node]) -> None:
         # Formatting writes meta.properties; its presence is what "formatted" means.
-        if (self.data_dir / "meta.properties").is_file():
+        unformatted = [n for n in nodes if not (n.data_dir / "meta.properties").is_file()]
+        if not unformatted:
             return
         cluster_id = self._cluster_id()
-        log.info("formatting KRaft storage in %s (cluster id %s) ...", self.data_dir, cluster_id)
-        self._run_tool(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.config_path))
+        for node in unformatted:
+            log.info("formatting KRaft storage of %s (cluster id %s) ...", node.name, cluster_id)
+            self.jars.run(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(node.config_path))
 
     def _cluster_id(self) -> str:
-        if self.cluster_id_file.is_file():
-            return self.cluster_id_file.read_text().strip()
-        cluster_id = self._run_tool(STORAGE_TOOL, "random-uuid").strip().splitlines()[-1]
-        _write_atomically(self.cluster_id_file, cluster_id + "\n")
+        if self.shape_file.is_file():
+            return json.loads(self.shape_file.read_text())["cluster_id"]
+        cluster_id = self.jars.run(STORAGE_TOOL, "random-uuid").strip().splitlines()[-1]
+        shape = {"cluster_id": cluster_id, "brokers": len(self.nodes)}
+        _write_atomically(self.shape_file, json.dumps(shape) + "\n")
         return cluster_id
 
-    def _run_tool(self, *args: str) -> str:
-        """Run a Kafka command-line tool; return its stdout."""
-        # No log4j2 configuration: log4j2's built-in default prints only errors,
-        # which is all we want from a one-shot tool.
-        command = [_java(), "-cp", self.java_classpath(), *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode != 0:
-            output = "\n".join(_last_lines(done.stdout + done.stderr, LOG_TAIL_LINES))
-            raise BrokerError(f"{' '.join(args[:2])} failed ({done.returncode}):\n{output}")
-        return done.stdout
-
-    def _launch(self) -> subprocess.Popen[bytes]:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+    def _launch(self, node: Node) -> subprocess.Popen[bytes]:
         command = [
-            _java(),
-            *jvm_options(self.settings),
+            java(),
+            *jvm_options(self.settings, node),
             "-cp",
-            self.java_classpath(),
+            self.jars.java_classpath(),
             MAIN_CLASS,
-            str(self.config_path),
+            str(node.config_path),
         ]
-        log.info(
-            "starting Kafka %s on %s ...",
-            self.settings.kafka_version,
-            self.settings.bootstrap_servers,
-        )
-        # A session of its own: the broker outlives the command that started it, and a
+        log.info("starting Kafka %s: %s ...", self.settings.kafka_version, node.name)
+        # A session of its own: the node outlives the command that started it, and a
         # Ctrl-C in that command's terminal does not reach it.
-        with self.console_log.open("wb") as console:
-            broker = subprocess.Popen(
+        with node.console_log.open("wb") as console:
+            process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
-                cwd=self.kafka_dir,
+                cwd=node.dir,
                 start_new_session=True,
             )
-        _launched[broker.pid] = broker
-        _write_atomically(self.pid_file, f"{broker.pid}\n")
-        return broker
+        _launched[process.pid] = process
+        _write_atomically(node.pid_file, f"{process.pid}\n")
+        return process
 
-    def _await_ready(self, broker: subprocess.Popen[bytes], timeout: float, log_mark: int) -> None:
-        try:
-            wait_for_metadata(self.settings, timeout, alive=lambda: broker.poll() is None)
-        except BrokerError as exc:
-            exit_code = broker.poll()
-            if exit_code is None:
-                _terminate(broker.pid, timeout=10.0)
-                reason = f"{exc}; stopped it"
-            else:
-                _launched.pop(broker.pid, None)
-                reason = f"the broker exited with code {exit_code} while starting"
-            self.pid_file.unlink(missing_ok=True)
-            raise BrokerError(f"{reason}.\n{self._log_tail(log_mark)}") from None
-
-    def _log_tail(self, server_log_mark: int) -> str:
-        """The last lines this start wrote to the console (broker.out) and server.log."""
+    def _log_tail(self, node: Node, server_log_mark: int) -> str:
+        """The last lines this start of ``node`` wrote to its console and server.log."""
         parts = []
-        for path, mark in ((self.console_log, 0), (self.server_log, server_log_mark)):
+        for path, mark in ((node.console_log, 0), (node.server_log, server_log_mark)):
             lines = _tail(path, LOG_TAIL_LINES, start=mark)
             if lines:
                 parts.append(f"--- last lines of {path} ---\n" + "\n".join(lines))
-        return "\n".join(parts) or f"(the broker logged nothing; see {self.logs_dir})"
+        return "\n".join(parts) or f"({node.name} logged nothing; see {node.logs_dir})"
 
     # --- stop --------------------------------------------------------------------------
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> BrokerStatus:
-        """Stop the broker (controlled shutdown, SIGKILL after ``timeout``); data is kept."""
+    def stop(
+        self, timeout: float = STOP_TIMEOUT_S, *, only: Iterable[int] | None = None
+    ) -> ClusterStatus:
+        """Stop the nodes (or those in ``only``): controlled shutdown, SIGKILL after
+        ``timeout``; data is kept."""
         if not self.settings.manages_local_broker:
             return self._external("no local broker to stop")
+        wanted = [self.node(n) for n in only] if only is not None else list(self.nodes)
         with self._lock():
-            pid = self._running_pid(clean_stale=True)
-            if pid is None:
-                return BrokerStatus(False, None, self.settings.bootstrap_servers, "not running")
-            log.info("stopping Kafka broker (pid %d) ...", pid)
-            graceful = _terminate(pid, timeout)
-            self.pid_file.unlink(missing_ok=True)
-        how = "stopped" if graceful else f"killed (no controlled shutdown within {timeout:.0f} s)"
-        return BrokerStatus(
+            running = [s for s in self._states(clean_stale=True) if s.running and s.node in wanted]
+            if not running:
+                return ClusterStatus(False, self.settings.bootstrap_servers, "not running")
+            outcomes = self._stop_nodes(running, timeout)
+        return ClusterStatus(
             running=False,
-            pid=None,
             bootstrap=self.settings.bootstrap_servers,
-            message=f"{how} (was pid {pid}); data kept in {self.data_dir}",
+            message="; ".join(outcomes) + f"; data kept in {self.kafka_dir}",
+            nodes=self._states(clean_stale=False),
         )
+
+    def _stop_nodes(self, states: list[NodeState], timeout: float) -> list[str]:
+        """SIGTERM every node at once, then wait for each; the lock is held."""
+        for state in states:
+            log.info("stopping %s (pid %d) ...", state.node.name, state.pid)
+        graceful = _terminate_all([s.pid for s in states if s.pid is not None], timeout)
+        outcomes = []
+        for state in states:
+            state.node.pid_file.unlink(missing_ok=True)
+            how = (
+                "stopped"
+                if graceful[state.pid]
+                else f"killed (no controlled shutdown within {timeout:.0f} s)"
+            )
+            outcomes.append(f"{state.node.name} {how} (was pid {state.pid})")
+        return outcomes
+
+    # --- restart -----------------------------------------------------------------------
+
+    def restart(
+        self,
+        *,
+        rolling: bool = False,
+        timeout: float = START_TIMEOUT_S,
+        in_sync_timeout: float = IN_SYNC_TIMEOUT_S,
+        progress: Callable[[str], None] = log.info,
+    ) -> ClusterStatus:
+        """Restart the cluster. ``rolling``: one node at a time, each only once every
+        partition is fully in sync again, so clients keep working throughout."""
+        if not self.settings.manages_local_broker:
+            return self._external("no local broker to restart")
+        if not rolling:
+            self.stop()
+            return self.start(timeout)
+        from riverbed.kafka_health import cluster_health, wait_in_sync
+
+        self.start(timeout)  # a rolling restart of a cluster that is partly down starts it
+        leader = cluster_health(self.settings, expected=self.nodes).quorum_leader
+        # The quorum leader last: one controller election instead of two.
+        order = sorted(self.nodes, key=lambda n: n.id == leader)
+        for node in order:
+            wait_in_sync(self.settings, in_sync_timeout, progress=progress)
+            progress(f"restarting {node.name}")
+            with self._lock():
+                states = [s for s in self._states(clean_stale=True) if s.node == node]
+                if states[0].running:
+                    self._stop_nodes(states, STOP_TIMEOUT_S)
+                self._start_nodes([node], timeout)
+        wait_in_sync(self.settings, in_sync_timeout, progress=progress)
+        return self._report(self._states(clean_stale=False), "restarted one node at a time")
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -499,101 +590,91 @@ class LocalBroker:
     def _lock(self) -> Iterator[None]:
         """Serialise start/stop across processes (the CLI and Dagster may both try)."""
         self.kafka_dir.mkdir(parents=True, exist_ok=True)
-        with (self.kafka_dir / "broker.lock").open("a") as handle:
+        with (self.kafka_dir / "cluster.lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _running_pid(self, *, clean_stale: bool) -> int | None:
-        """The pid in the pid file if it is this broker's live JVM; else None."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            pid = None
-        if pid is not None and self._is_this_broker(pid):
-            return pid
-        if clean_stale and self.pid_file.exists():
-            log.info("removing stale pid file %s", self.pid_file)
-            self.pid_file.unlink(missing_ok=True)
-        return None
-
-    def _is_this_broker(self, pid: int) -> bool:
-        # The pid may have been reused by any process since; only a kafka.Kafka JVM
-        # reading this very server.properties is ours.
-        try:
-            process = psutil.Process(pid)
-            if process.status() == psutil.STATUS_ZOMBIE:
-                _reap(pid)
-                return False
-            cmdline = process.cmdline()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
-        return MAIN_CLASS in cmdline and str(self.config_path) in cmdline
-
-    def _running(self, pid: int, state: str) -> BrokerStatus:
-        return BrokerStatus(
-            running=True,
-            pid=pid,
-            bootstrap=self.settings.bootstrap_servers,
-            message=(
-                f"{state}: Kafka {self.settings.kafka_version} (pid {pid}) on "
-                f"{self.settings.bootstrap_servers}, data in {self.data_dir}"
-            ),
+    def _states(self, *, clean_stale: bool) -> tuple[NodeState, ...]:
+        return tuple(
+            NodeState(n, self._running_pid(n, clean_stale=clean_stale)) for n in self.nodes
         )
 
-    def _external(self, action: str) -> BrokerStatus:
+    def _running_pid(self, node: Node, *, clean_stale: bool) -> int | None:
+        """The pid in the node's pid file if it is that node's live JVM; else None."""
+        try:
+            pid = int(node.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            pid = None
+        if pid is not None and _is_node_process(pid, node):
+            return pid
+        if clean_stale and node.pid_file.exists():
+            log.info("removing stale pid file %s", node.pid_file)
+            node.pid_file.unlink(missing_ok=True)
+        return None
+
+    def _report(self, states: tuple[NodeState, ...], state: str) -> ClusterStatus:
+        version = self.settings.kafka_version
+        up = [s for s in states if s.running]
+        lines = [
+            f"{s.node.name}: " + (f"running (pid {s.pid})" if s.running else "DOWN") for s in states
+        ]
+        if len(up) == len(states):
+            servers = self.settings.bootstrap_servers
+            head = f"{state}: Kafka {version}, {len(states)} broker(s) on {servers}"
+        elif up:
+            head = f"{len(up)} of {len(states)} brokers running (Kafka {version})"
+        else:
+            fetched = "" if self.is_fetched() else " (not fetched yet)"
+            head = (
+                f"not running; Kafka {version}{fetched} would run {len(states)} broker(s) on "
+                f"{self.settings.bootstrap_servers}"
+            )
+        lines.append(f"data in {self.kafka_dir}")
+        return ClusterStatus(
+            running=len(up) == len(states),
+            bootstrap=self.settings.bootstrap_servers,
+            message="\n".join([head, *("  " + line for line in lines)]),
+            nodes=states,
+        )
+
+    def _external(self, action: str) -> ClusterStatus:
         bootstrap = self.settings.bootstrap_servers
         answers, detail = _cluster_answers(self.settings, timeout=5.0)
-        return BrokerStatus(
+        return ClusterStatus(
             running=answers,
-            pid=None,
             bootstrap=bootstrap,
             message=f"external cluster at {bootstrap}; {action} ({detail})",
         )
 
 
+def _is_node_process(pid: int, node: Node) -> bool:
+    # The pid may have been reused by any process since; only a kafka.Kafka JVM
+    # reading this very server.properties is ours.
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            _reap(pid)
+            return False
+        cmdline = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return MAIN_CLASS in cmdline and str(node.config_path) in cmdline
+
+
 # --- processes, ports, files -----------------------------------------------------------
 
 
-def _dist_from_environment() -> Path | None:
-    # Read here rather than in riverbed.settings: it is a cache location for tests
-    # and CI, not a setting of the platform.
-    value = os.environ.get(DIST_ENV, "").strip()
-    return Path(value).expanduser().resolve() if value else None
-
-
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").is_file():
-        return str(Path(java_home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
-        raise BrokerError("java not found: install a Java 17+ runtime, or set JAVA_HOME")
-    return java
-
-
-def _run_maven(version: str, libs: Path, *, cwd: Path) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError(
-            "mvn (Apache Maven) not found: Riverbed fetches Kafka's jars with it. Install "
-            f"Maven, or set {DIST_ENV} to a directory holding already fetched jars in libs/"
-        )
-    command = [
-        mvn, "-q", "-B", "-f", str(POM),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={libs}",
-        "-DincludeScope=runtime",
-        f"-Dkafka.version={version}",
-    ]  # fmt: skip
-    done = subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=1800, check=False
-    )
-    if done.returncode != 0:
-        output = "\n".join(_last_lines(done.stdout + done.stderr, LOG_TAIL_LINES))
-        raise BrokerError(f"fetching Kafka {version} with Maven failed:\n{output}")
+def free_port_range(count: int, search: range = range(29000, 40000)) -> int:
+    """A first port p with p .. p + count - 1 all free on 127.0.0.1, picked at random
+    from ``search`` (for tests and benchmarks that start clusters of their own)."""
+    starts = list(search[: max(len(search) - count, 1)])
+    for port in random.sample(starts, min(len(starts), 400)):
+        if all(_port_is_free(p) for p in range(port, port + count)):
+            return port
+    raise BrokerError(f"no {count} free consecutive ports in {search.start}-{search.stop - 1}")
 
 
 def _port_is_free(port: int) -> bool:
@@ -623,20 +704,38 @@ def _port_holder(port: int) -> str:
 
 def _terminate(pid: int, timeout: float) -> bool:
     """SIGTERM (Kafka's controlled shutdown), SIGKILL after ``timeout``; True if it obeyed."""
-    child = _launched.pop(pid, None)
-    try:
-        process = psutil.Process(pid)
-        process.terminate()
-    except psutil.NoSuchProcess:
-        _wait(child, process=None, timeout=1.0)
-        return True
-    if _wait(child, process, timeout):
-        return True
-    log.warning("Kafka broker (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout)
-    with contextlib.suppress(psutil.NoSuchProcess):
-        process.kill()
-    _wait(child, process, timeout=10.0)
-    return False
+    return _terminate_all([pid], timeout)[pid]
+
+
+def _terminate_all(pids: list[int], timeout: float) -> dict[int, bool]:
+    """SIGTERM every pid at once, SIGKILL whichever is left after ``timeout``.
+
+    At once rather than one by one: a node shutting down while the others still run
+    first moves its partition leadership away, and the next node then has more to
+    move; together they stop in about the time one takes.
+    """
+    processes: dict[int, psutil.Process | None] = {}
+    for pid in pids:
+        try:
+            processes[pid] = psutil.Process(pid)
+            processes[pid].terminate()
+        except psutil.NoSuchProcess:
+            processes[pid] = None
+    deadline = time.monotonic() + timeout
+    obeyed = {}
+    for pid, process in processes.items():
+        child = _launched.pop(pid, None)
+        if process is None:
+            _wait(child, None, timeout=1.0)
+            obeyed[pid] = True
+            continue
+        obeyed[pid] = _wait(child, process, max(deadline - time.monotonic(), 0.1))
+        if not obeyed[pid]:
+            log.warning("Kafka node (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+            _wait(child, process, timeout=10.0)
+    return obeyed
 
 
 def _wait(
@@ -684,8 +783,4 @@ def _tail(path: Path, lines: int, *, start: int = 0) -> list[str]:
         # The end is enough: server.log may be megabytes long.
         handle.seek(max(start, size - 64 * 1024))
         text = handle.read().decode("utf-8", errors="replace")
-    return _last_lines(text, lines)
-
-
-def _last_lines(text: str, lines: int) -> list[str]:
-    return list(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))
+    return last_lines(text, lines)

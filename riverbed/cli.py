@@ -1,6 +1,6 @@
 """The ``riverbed`` command: run each part of the platform on its own.
 
-    riverbed kafka start|stop|status
+    riverbed kafka start|stop|status|restart [--brokers N] [--rolling]
     riverbed topics apply|describe
     riverbed produce payments [--rate N] [--count N | --duration S] [--seed S]
     riverbed flow run payments [--processes N] [--no-recovery]
@@ -31,19 +31,38 @@ def _load(target: str) -> Callable[..., object]:
 
 
 def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
-    from riverbed.broker import BrokerError, LocalBroker
+    from riverbed.broker import BrokerError, LocalCluster
+    from riverbed.kafka_health import cluster_health
+    from riverbed.kafka_jars import KafkaJarsError
 
     logging.getLogger("riverbed.broker").setLevel(logging.INFO)
-    broker = LocalBroker(settings)
+    if args.brokers is not None:
+        settings = load_settings(kafka_brokers=args.brokers)
+    cluster = LocalCluster(settings)
     try:
-        status = {"start": broker.start, "stop": broker.stop, "status": broker.status}[
-            args.action
-        ]()
-    except BrokerError as exc:
+        if args.action == "start":
+            status = cluster.start()
+        elif args.action == "stop":
+            status = cluster.stop()
+        elif args.action == "restart":
+            status = cluster.restart(rolling=args.rolling, progress=print)
+        else:
+            status = cluster.status()
+    except (BrokerError, KafkaJarsError, TimeoutError) as exc:
         print(f"riverbed kafka {args.action}: {exc}", file=sys.stderr)
         return 1
     print(status.message)
-    return 0 if status.running or args.action == "stop" or args.action == "status" else 1
+    if args.action == "stop":
+        return 0
+    if args.action == "status" and not any(s.running for s in status.nodes) and status.nodes:
+        return 1  # nothing to ask
+    health = cluster_health(settings, expected=cluster.nodes)
+    if args.action == "status" or not health.healthy:
+        print(health.report())
+    if args.action == "status":
+        return 0 if status.running and health.healthy else 1
+    # A node just started is registered but still catching up: that is not a failure.
+    return 0 if status.running else 1
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
@@ -51,11 +70,11 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     from riverbed.topics import CATALOG
 
     if args.action == "describe":
-        states = kafka_admin.describe_topics(
-            kafka_admin.admin_client(settings), [s.name for s in CATALOG]
-        )
+        admin = kafka_admin.admin_client(settings)
+        states = kafka_admin.describe_topics(admin, [s.name for s in CATALOG])
+        brokers = kafka_admin.cluster_size(settings, admin)
         for spec in CATALOG:
-            drift = kafka_admin.topic_drift(settings, spec, states.get(spec.name))
+            drift = kafka_admin.topic_drift(settings, spec, states.get(spec.name), brokers)
             state = states.get(spec.name)
             shape = (
                 f"{state.partitions} partitions, rf {state.replication_factor}" if state else "-"
@@ -96,8 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="riverbed", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    kafka = sub.add_parser("kafka", help="the local single-node Kafka broker")
-    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka = sub.add_parser("kafka", help="the local Kafka cluster, and any cluster's health")
+    kafka.add_argument("action", choices=["start", "stop", "restart", "status"])
+    kafka.add_argument(
+        "--brokers", type=int, help="nodes of the local cluster (RIVERBED_KAFKA_BROKERS)"
+    )
+    kafka.add_argument(
+        "--rolling",
+        action="store_true",
+        help="restart: one node at a time, each once every partition is in sync again",
+    )
     kafka.set_defaults(func=cmd_kafka)
 
     topics = sub.add_parser("topics", help="reconcile the cluster with riverbed/topics.py")

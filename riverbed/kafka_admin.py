@@ -1,16 +1,32 @@
 """Reconcile the cluster with the topic catalog, and read what is there.
 
-``apply_topics`` creates what is missing, raises partition counts and sets
-configs. What Kafka cannot change in place (fewer partitions, another
-replication factor) is reported as drift on that topic, and the other topics
-are still reconciled. Running it twice changes nothing the second time.
+``apply_topics`` creates what is missing, raises partition counts, sets configs
+and raises replication factors. What Kafka cannot do (remove partitions) or
+Riverbed will not do on its own (lower a replication factor) is reported as
+drift on that topic, and the other topics are still reconciled. Running it
+twice changes nothing the second time.
+
+Replication by declaration: a declared topic gets replication factor
+``min(3, brokers)`` (``RIVERBED_KAFKA_REPLICATION_FACTOR`` overrides it) and,
+where the factor is 3 or more, ``min.insync.replicas=2``: with ``acks=all`` a
+write is then on two brokers before it is acknowledged, and the topic takes
+writes while one broker is down. ``brokers`` is the local cluster's node count,
+or for an external cluster the brokers its metadata lists.
+
+A replication factor is raised by partition reassignment, with Kafka's own
+``ReassignPartitionsCommand`` (the Java admin API's alterPartitionReassignments;
+librdkafka has no such call), and ``apply_topics`` waits until the new replicas
+are in sync.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -18,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
+    ClusterMetadata,
     ConfigEntry,
     ConfigResource,
     NewPartitions,
@@ -25,11 +42,14 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from riverbed.kafka_jars import KafkaJars, KafkaJarsError
 from riverbed.settings import Settings
 from riverbed.topics import CATALOG, TopicSpec
 
 log = logging.getLogger("riverbed.topics")
 TIMEOUT_S = 30.0
+REASSIGN_TOOL = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+REASSIGN_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -40,6 +60,11 @@ class TopicState:
     partitions: int
     replication_factor: int
     configs: dict[str, str]
+    # partition -> replica broker ids, the preferred leader first
+    assignment: dict[int, list[int]] = field(default_factory=dict)
+    # partitions with fewer in-sync replicas than replicas, or no leader
+    under_replicated: list[int] = field(default_factory=list)
+    offline: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -67,6 +92,10 @@ class TopicResult:
         text = f"{self.name}: {', '.join(parts)}"
         if self.drift:
             text += f"; DRIFT: {'; '.join(self.drift)}"
+        if self.state and self.state.offline:
+            text += f"; OFFLINE partitions {self.state.offline}"
+        if self.state and self.state.under_replicated:
+            text += f"; under-replicated partitions {self.state.under_replicated}"
         return text
 
 
@@ -74,9 +103,45 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_client_config())
 
 
+def cluster_metadata(
+    client: AdminClient | Consumer, topic: str | None = None, timeout: float = TIMEOUT_S
+) -> ClusterMetadata:
+    """The cluster's metadata (one topic's, or every topic's), retried until ``timeout``.
+
+    librdkafka asks one broker; when that is a broker just killed or restarting, the
+    call fails at once with _TRANSPORT instead of trying the next bootstrap server.
+    Passing errors like that one are retried here, with a log line, until ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return client.list_topics(topic, timeout=max(remaining, 0.5))
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            passing = err.retriable() or err.code() in _PASSING_METADATA_ERRORS
+            if not passing or time.monotonic() > deadline:
+                raise
+            log.info(
+                "metadata request failed, retrying",
+                extra={"err": err.name(), "gives_up_in_s": round(remaining, 1)},
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+_PASSING_METADATA_ERRORS = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError.LEADER_NOT_AVAILABLE,
+}
+
+
 def describe_topics(admin: AdminClient, names: Iterable[str]) -> dict[str, TopicState]:
     """Partitions, replication factor and non-default configs of the topics that exist."""
-    metadata = admin.list_topics(timeout=TIMEOUT_S)
+    metadata = cluster_metadata(admin)
     present = [n for n in names if n in metadata.topics and not metadata.topics[n].error]
     states: dict[str, TopicState] = {}
     if not present:
@@ -93,12 +158,60 @@ def describe_topics(admin: AdminClient, names: Iterable[str]) -> dict[str, Topic
             partitions=len(partitions),
             replication_factor=max(replicas) if replicas else 0,
             configs={k: e.value for k, e in entries.items() if e.value is not None},
+            assignment={n: list(p.replicas) for n, p in sorted(partitions.items())},
+            under_replicated=sorted(
+                n for n, p in partitions.items() if p.leader >= 0 and len(p.isrs) < len(p.replicas)
+            ),
+            offline=sorted(n for n, p in partitions.items() if p.leader < 0),
         )
     return states
 
 
-def _wanted_replication(spec: TopicSpec, settings: Settings) -> int:
-    return spec.replication_factor or settings.kafka_replication_factor
+def cluster_size(settings: Settings, admin: AdminClient) -> int:
+    """Brokers a topic's replicas can be spread over: the local cluster's nodes (a node
+    that is down still counts), or the brokers an external cluster's metadata lists."""
+    if settings.manages_local_broker:
+        return settings.kafka_brokers
+    return len(cluster_metadata(admin).brokers)
+
+
+def declared_replication(settings: Settings, spec: TopicSpec, brokers: int) -> int:
+    """The replication factor ``spec`` should have on a cluster of ``brokers``."""
+    return spec.replication_factor or settings.kafka_replication_factor or min(3, brokers)
+
+
+def declared_configs(spec: TopicSpec, replication: int) -> dict[str, str]:
+    """The topic configs ``spec`` should have at a replication factor of ``replication``."""
+    configs = dict(spec.configs)
+    if replication >= 3:
+        configs.setdefault("min.insync.replicas", "2")
+    return configs
+
+
+def reassignment_plan(
+    assignment: dict[int, list[int]], replication: int, brokers: Iterable[int]
+) -> dict[int, list[int]]:
+    """New replica lists that raise every partition to ``replication`` replicas.
+
+    Each partition keeps its replicas in their order (its leader stays preferred) and
+    gains the brokers that hold the fewest replicas so far, so load stays even.
+    """
+    brokers = sorted(brokers)
+    load = Counter(b for replicas in assignment.values() for b in replicas)
+    plan = {}
+    for partition, replicas in sorted(assignment.items()):
+        new = list(replicas)
+        while len(new) < replication:
+            # Ties go round the brokers by partition number, spreading the followers.
+            candidates = [b for b in brokers if b not in new]
+            if not candidates:
+                break
+            pick = min(candidates, key=lambda b: (load[b], (b - partition) % len(brokers)))
+            new.append(pick)
+            load[pick] += 1
+        if new != replicas:
+            plan[partition] = new
+    return plan
 
 
 def apply_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOG) -> list[TopicResult]:
@@ -106,17 +219,19 @@ def apply_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOG) -> li
     specs = list(specs)
     admin = admin_client(settings)
     before = describe_topics(admin, [s.name for s in specs])
+    brokers = cluster_size(settings, admin)
     results = {s.name: TopicResult(s.name) for s in specs}
 
-    _create_missing(admin, settings, [s for s in specs if s.name not in before], results)
+    _create_missing(admin, settings, [s for s in specs if s.name not in before], brokers, results)
     for spec in specs:
         state = before.get(spec.name)
         if state is None or results[spec.name].error:
             continue
-        _reconcile_existing(admin, settings, spec, state, results[spec.name])
+        _reconcile_existing(admin, settings, spec, state, brokers, results[spec.name])
 
     applied = [s for s in specs if not results[s.name].error]
-    after = _describe_applied(admin, [s.name for s in specs], applied)
+    wanted = {s.name: declared_replication(settings, s, brokers) for s in applied}
+    after = _describe_applied(admin, [s.name for s in specs], applied, wanted)
     for spec in specs:
         results[spec.name].state = after.get(spec.name)
     for result in results.values():
@@ -131,7 +246,7 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
     For tests and benchmarks that need a clean cluster; it loses every message.
     """
     admin = admin_client(settings)
-    existing = set(admin.list_topics(timeout=TIMEOUT_S).topics)
+    existing = set(cluster_metadata(admin).topics)
     doomed = [spec.name for spec in CATALOG if spec.name in existing]
     if doomed:
         for future in admin.delete_topics(doomed, operation_timeout=TIMEOUT_S).values():
@@ -147,7 +262,7 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
     # Deletion is asynchronous: wait until the metadata no longer lists the old topics,
     # or apply_topics would see them and leave them be.
     deadline = time.monotonic() + 60
-    while set(doomed) & set(admin.list_topics(timeout=TIMEOUT_S).topics):
+    while set(doomed) & set(cluster_metadata(admin).topics):
         if time.monotonic() > deadline:
             raise RuntimeError(f"topics {doomed} were not deleted within 60 s")
         time.sleep(0.2)
@@ -163,7 +278,11 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
 
 
 def _describe_applied(
-    admin: AdminClient, names: list[str], applied: list[TopicSpec], timeout: float = 10.0
+    admin: AdminClient,
+    names: list[str],
+    applied: list[TopicSpec],
+    replication: dict[str, int],
+    timeout: float = 10.0,
 ) -> dict[str, TopicState]:
     """The state of ``names`` once what was just ``applied`` shows in it.
 
@@ -174,18 +293,18 @@ def _describe_applied(
     deadline = time.monotonic() + timeout
     while True:
         states = describe_topics(admin, names)
-        if all(_shows(spec, states.get(spec.name)) for spec in applied):
+        if all(_shows(s, replication[s.name], states.get(s.name)) for s in applied):
             return states
         if time.monotonic() > deadline:
             return states  # report what the cluster says; drift is reported from it
         time.sleep(0.1)
 
 
-def _shows(spec: TopicSpec, state: TopicState | None) -> bool:
+def _shows(spec: TopicSpec, replication: int, state: TopicState | None) -> bool:
     return (
         state is not None
         and state.partitions >= spec.partitions
-        and all(state.configs.get(k) == v for k, v in spec.configs.items())
+        and all(state.configs.get(k) == v for k, v in declared_configs(spec, replication).items())
     )
 
 
@@ -193,19 +312,22 @@ def _create_missing(
     admin: AdminClient,
     settings: Settings,
     missing: list[TopicSpec],
+    brokers: int,
     results: dict[str, TopicResult],
 ) -> None:
     if not missing:
         return
-    new_topics = [
-        NewTopic(
-            s.name,
-            num_partitions=s.partitions,
-            replication_factor=_wanted_replication(s, settings),
-            config=dict(s.configs),
+    new_topics = []
+    for spec in missing:
+        replication = declared_replication(settings, spec, brokers)
+        new_topics.append(
+            NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=replication,
+                config=declared_configs(spec, replication),
+            )
         )
-        for s in missing
-    ]
     for name, future in admin.create_topics(new_topics, request_timeout=TIMEOUT_S).items():
         try:
             future.result()
@@ -220,13 +342,14 @@ def _reconcile_existing(
     settings: Settings,
     spec: TopicSpec,
     state: TopicState,
+    brokers: int,
     result: TopicResult,
 ) -> None:
-    wanted_rf = _wanted_replication(spec, settings)
-    if state.replication_factor != wanted_rf:
+    wanted_rf = declared_replication(settings, spec, brokers)
+    if state.replication_factor > wanted_rf:
         result.drift.append(
             f"replication factor is {state.replication_factor}, declared {wanted_rf} "
-            "(Kafka cannot change it in place: reassign partitions)"
+            "(Riverbed does not remove replicas: lower it by hand with kafka-reassign-partitions)"
         )
     if state.partitions < spec.partitions:
         future = admin.create_partitions(
@@ -243,7 +366,13 @@ def _reconcile_existing(
             "(Kafka cannot remove partitions)"
         )
 
-    differing = {k: v for k, v in spec.configs.items() if state.configs.get(k) != v}
+    # Replicas first: min.insync.replicas=2 on a topic with one replica refuses every write.
+    reached = state.replication_factor
+    if reached < wanted_rf and not result.error:
+        _raise_replication(admin, settings, spec, wanted_rf, result)
+        reached = reached if result.error else wanted_rf
+    configs = declared_configs(spec, reached)
+    differing = {k: v for k, v in configs.items() if state.configs.get(k) != v}
     if differing:
         resource = ConfigResource(
             ResourceType.TOPIC,
@@ -261,17 +390,91 @@ def _reconcile_existing(
             result.error = f"could not set configs: {exc.args[0]}"
 
 
-def topic_drift(settings: Settings, spec: TopicSpec, state: TopicState | None) -> list[str]:
-    """How the cluster's topic differs from its declaration, without changing anything."""
+def _raise_replication(
+    admin: AdminClient, settings: Settings, spec: TopicSpec, replication: int, result: TopicResult
+) -> None:
+    """Add replicas by reassignment and wait until they are in sync."""
+    metadata = cluster_metadata(admin)
+    live = sorted(metadata.brokers)
+    if len(live) < replication:
+        result.error = (
+            f"replication factor {replication} is declared but only {len(live)} broker(s) "
+            f"{live} are up; start the others and apply again"
+        )
+        return
+    partitions = metadata.topics[spec.name].partitions
+    current = {n: list(p.replicas) for n, p in partitions.items()}
+    before = max(len(r) for r in current.values())
+    plan = reassignment_plan(current, replication, live)
+    document = {
+        "version": 1,
+        "partitions": [
+            {"topic": spec.name, "partition": n, "replicas": replicas}
+            for n, replicas in sorted(plan.items())
+        ],
+    }
+    log.info("raising replication", extra={"topic": spec.name, "to": replication, "plan": plan})
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="riverbed-reassign-") as file:
+        json.dump(document, file)
+        file.flush()
+        try:
+            KafkaJars(settings).run_against_cluster(
+                REASSIGN_TOOL, "--execute", "--reassignment-json-file", file.name
+            )
+        except KafkaJarsError as exc:
+            result.error = f"could not reassign partitions to raise the replication factor: {exc}"
+            return
+    waited = _await_replicas(admin, spec.name, plan)
+    if waited is None:
+        result.error = (
+            f"the new replicas of {spec.name} were not in sync within "
+            f"{REASSIGN_TIMEOUT_S:.0f} s; the reassignment goes on in the cluster: run "
+            "`riverbed topics apply` again later"
+        )
+        return
+    result.actions.append(
+        f"replication factor {before} -> {replication} (new replicas in sync in {waited:.1f} s)"
+    )
+
+
+def _await_replicas(admin: AdminClient, topic: str, plan: dict[int, list[int]]) -> float | None:
+    """Seconds until every planned partition has exactly its new replicas, all in sync."""
+    began = time.monotonic()
+    said = began
+    while time.monotonic() - began < REASSIGN_TIMEOUT_S:
+        partitions = cluster_metadata(admin, topic).topics[topic].partitions
+        behind = [
+            n
+            for n, replicas in plan.items()
+            if list(partitions[n].replicas) != replicas
+            or sorted(partitions[n].isrs) != sorted(replicas)
+        ]
+        if not behind:
+            return time.monotonic() - began
+        if time.monotonic() - said > 5:
+            said = time.monotonic()
+            log.info(
+                "waiting for new replicas to catch up",
+                extra={"topic": topic, "partitions": behind},
+            )
+        time.sleep(0.5)
+    return None
+
+
+def topic_drift(
+    settings: Settings, spec: TopicSpec, state: TopicState | None, brokers: int
+) -> list[str]:
+    """How the cluster's topic differs from its declaration on a cluster of ``brokers``
+    (:func:`cluster_size`), without changing anything."""
     if state is None:
         return ["topic does not exist"]
     drift = []
-    wanted_rf = _wanted_replication(spec, settings)
+    wanted_rf = declared_replication(settings, spec, brokers)
     if state.partitions != spec.partitions:
         drift.append(f"partitions {state.partitions}, declared {spec.partitions}")
     if state.replication_factor != wanted_rf:
         drift.append(f"replication factor {state.replication_factor}, declared {wanted_rf}")
-    for key, value in spec.configs.items():
+    for key, value in declared_configs(spec, wanted_rf).items():
         if state.configs.get(key) != value:
             drift.append(f"{key}={state.configs.get(key)}, declared {value}")
     return drift
@@ -284,7 +487,7 @@ def _admin_consumer(settings: Settings, group: str = "riverbed.admin") -> Consum
 
 
 def _watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
-    partitions = consumer.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions
+    partitions = cluster_metadata(consumer, topic).topics[topic].partitions
     return {
         p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
         for p in sorted(partitions)

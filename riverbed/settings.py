@@ -41,13 +41,29 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None,
         description="An existing cluster's bootstrap servers. Unset: Riverbed runs its own "
-        "single-node broker on 127.0.0.1:RIVERBED_KAFKA_PORT.",
+        "cluster of RIVERBED_KAFKA_BROKERS nodes on 127.0.0.1 from RIVERBED_KAFKA_PORT on.",
     )
-    kafka_port: int = Field(9092, ge=1024, le=65535, description="Local broker's client port.")
+    kafka_brokers: int = Field(
+        3, ge=1, le=9, description="Nodes of the local cluster (each a broker and a controller)."
+    )
+    kafka_port: int = Field(
+        9092,
+        ge=1024,
+        le=65535,
+        description="Client port of local node 1; node n takes port + n - 1.",
+    )
     kafka_controller_port: int | None = Field(
-        None, ge=1024, le=65535, description="Local broker's KRaft controller port (port + 1)."
+        None,
+        ge=1024,
+        le=65535,
+        description="KRaft controller port of local node 1 (default: after the last client port).",
     )
     kafka_version: str = Field("4.4.0", description="Apache Kafka version fetched from Maven.")
+    kafka_dist: Path | None = Field(
+        None,
+        description="A directory holding Kafka's already fetched libs/, used as it is (a "
+        "shared cache for CI or tests). Unset: RIVERBED_HOME/kafka/dist/<version>, fetched once.",
+    )
     kafka_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="Local broker's -Xmx.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")
@@ -57,8 +73,11 @@ class Settings(BaseSettings):
     kafka_ssl_certificate_location: str | None = None
     kafka_ssl_key_location: str | None = None
     kafka_ssl_key_password: str | None = None
-    kafka_replication_factor: int = Field(
-        1, ge=1, le=32, description="Replication factor for declared topics."
+    kafka_replication_factor: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="Replication factor of declared topics (default: min(3, brokers)).",
     )
 
     # --- producer ------------------------------------------------------------------
@@ -74,6 +93,13 @@ class Settings(BaseSettings):
     consumer_group: str = Field("riverbed.payments", min_length=1)
     allowed_lateness_s: float = Field(30.0, ge=0)
     flush_interval_s: float = Field(5.0, gt=0)
+    flow_transaction_timeout_s: float = Field(
+        60.0,
+        ge=1,
+        le=900,
+        description="transaction.timeout.ms of the flow's Kafka outputs: how long the broker "
+        "waits for a stalled flow's open transaction before it aborts it and fences it.",
+    )
     flush_rows: int = Field(50_000, ge=1)
     window_s: int = Field(60, ge=1)
     fraud_velocity_count: int = Field(5, ge=2)
@@ -135,8 +161,28 @@ class Settings(BaseSettings):
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
             raise ValueError(
-                "kafka_security_protocol is SASL_*: set RIVERBED_KAFKA_SASL_MECHANISM, "
+                "RIVERBED_KAFKA_SECURITY_PROTOCOL is SASL_*: set RIVERBED_KAFKA_SASL_MECHANISM, "
                 "RIVERBED_KAFKA_SASL_USERNAME and RIVERBED_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _local_ports_apart(self) -> Settings:
+        if not self.manages_local_broker:
+            return self
+        n = self.kafka_brokers
+        clients = f"{self.kafka_port}-{self.kafka_port + n - 1}"
+        controllers = f"{self.controller_port}-{self.controller_port + n - 1}"
+        if max(self.kafka_port, self.controller_port) + n - 1 > 65535:
+            raise ValueError(
+                f"RIVERBED_KAFKA_PORT={self.kafka_port}: {n} nodes need client ports "
+                f"{clients} and controller ports {controllers}, beyond 65535; set it lower"
+            )
+        if abs(self.kafka_port - self.controller_port) < n:
+            raise ValueError(
+                f"RIVERBED_KAFKA_CONTROLLER_PORT={self.controller_port}: controller ports "
+                f"{controllers} overlap the client ports {clients} of the {n} local nodes; "
+                "set it apart, or leave it unset"
             )
         return self
 
@@ -148,11 +194,15 @@ class Settings(BaseSettings):
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        ports = range(self.kafka_port, self.kafka_port + self.kafka_brokers)
+        return ",".join(f"127.0.0.1:{port}" for port in ports)
 
     @property
     def controller_port(self) -> int:
-        return self.kafka_controller_port or self.kafka_port + 1
+        """Controller port of local node 1; node n takes this + n - 1."""
+        return self.kafka_controller_port or self.kafka_port + self.kafka_brokers
 
     @property
     def kafka_dir(self) -> Path:
@@ -212,7 +262,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            env = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else "settings"
-            problems.append(f"{env}={err.get('input')!r}: {err['msg']}")
+            if not err["loc"]:  # a rule across settings: its message names them
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{ENV_PREFIX}{field.upper()}={err.get('input')!r}: {err['msg']}")
         raise SettingsError("invalid Riverbed settings:\n  " + "\n  ".join(problems)) from None

@@ -1,6 +1,6 @@
 """Shared fixtures: a real Kafka broker for the tests that need one.
 
-The broker is Riverbed's own local broker (``riverbed.broker.LocalBroker``),
+The broker is a one-node local cluster (``riverbed.broker.LocalCluster``),
 started once per test session on its own port and ``RIVERBED_HOME`` so it never
 clashes with a running ``make run``, and stopped at the end of the session.
 With ``RIVERBED_TEST_BOOTSTRAP`` set, the tests use that cluster instead.
@@ -11,6 +11,7 @@ created and empty, and a ``RIVERBED_HOME`` of their own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,12 +19,19 @@ from pathlib import Path
 
 import pytest
 
+from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
+from riverbed.kafka_health import wait_in_sync
+from riverbed.kafka_jars import KafkaJars
 from riverbed.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_HOME = Path(os.environ.get("RIVERBED_TEST_HOME", REPO / ".riverbed-test"))
 TEST_PORT = int(os.environ.get("RIVERBED_TEST_KAFKA_PORT", "19092"))
+# The three-node cluster of the cluster and fault tests: client ports from here on.
+CLUSTER_PORT = TEST_PORT + 10
+# Read at import, before any test's environment is cleared.
+SHARED_DIST = os.environ.get("RIVERBED_KAFKA_DIST")
 
 
 @pytest.fixture(autouse=True)
@@ -34,24 +42,44 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+@contextlib.contextmanager
+def running(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """``cluster`` started, and stopped afterwards unless it already ran before."""
+    was_running = cluster.status().running
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        if not was_running:
+            cluster.stop()
+
+
 @pytest.fixture(scope="session")
-def broker_settings() -> Iterator[Settings]:
+def kafka_dist() -> Path:
+    """Kafka's jars for every broker, cluster and Kafka tool of the session, fetched once
+    (``RIVERBED_KAFKA_DIST``, when the session starts with it set, names jars to reuse)."""
+    if SHARED_DIST:
+        return Path(SHARED_DIST)
+    return KafkaJars(load_settings(home=TEST_HOME / "broker")).fetch().parent
+
+
+@pytest.fixture(scope="session")
+def broker_settings(kafka_dist: Path) -> Iterator[Settings]:
     """Settings pointing at a running broker, started for this session if needed."""
     external = os.environ.get("RIVERBED_TEST_BOOTSTRAP")
     if external:
-        yield load_settings(kafka_bootstrap=external, home=TEST_HOME / "home")
+        yield load_settings(
+            kafka_bootstrap=external, home=TEST_HOME / "home", kafka_dist=kafka_dist
+        )
         return
-    from riverbed.broker import LocalBroker
-
-    settings = load_settings(home=TEST_HOME / "broker", kafka_port=TEST_PORT)
-    broker = LocalBroker(settings)
-    was_running = broker.status().running
-    broker.start()
-    try:
+    # One node: most tests are about Riverbed, not replication, and three JVMs on two
+    # cores would slow every one of them. tests/integration/test_cluster.py and the
+    # fault suite run clusters of three.
+    settings = load_settings(
+        home=TEST_HOME / "broker", kafka_port=TEST_PORT, kafka_brokers=1, kafka_dist=kafka_dist
+    )
+    with running(LocalCluster(settings)):
         yield settings
-    finally:
-        if not was_running:
-            broker.stop()
 
 
 @pytest.fixture
@@ -69,4 +97,24 @@ def kafka_settings(broker_settings: Settings, tmp_path: Path) -> Settings:
         kafka_bootstrap=broker_settings.bootstrap_servers,
         home=tmp_path / "riverbed",
         consumer_group=f"riverbed.payments.test-{uuid.uuid4().hex[:8]}",
+        kafka_dist=broker_settings.kafka_dist,
     )
+
+
+@pytest.fixture(scope="session")
+def cluster_session(kafka_dist: Path) -> Iterator[LocalCluster]:
+    """A local three-node cluster of its own, started once and stopped after the session."""
+    settings = load_settings(
+        home=TEST_HOME / "cluster", kafka_port=CLUSTER_PORT, kafka_brokers=3, kafka_dist=kafka_dist
+    )
+    with running(LocalCluster(settings)) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(cluster_session: LocalCluster) -> LocalCluster:
+    """The three-node cluster with every node up and every partition in sync: a test
+    that takes a node away leaves the next one nothing to clean up."""
+    cluster_session.start()
+    wait_in_sync(cluster_session.settings, timeout=120)
+    return cluster_session

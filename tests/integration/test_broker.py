@@ -1,15 +1,14 @@
-"""The local Kafka broker, for real: fetch, start, produce, restart, consume, stop.
+"""The local Kafka cluster, one node of it, for real: fetch, start, produce, restart,
+consume, stop (tests/integration/test_cluster.py runs three nodes).
 
-Each test gets a RIVERBED_HOME of its own and a free port pair in 29000-29999,
+Each test gets a RIVERBED_HOME of its own and a free port pair (``free_port_range``),
 so it never meets the session broker of tests/conftest.py nor a developer's
-``make run``. The jars are fetched once per session (``RIVERBED_KAFKA_DIST``,
-if set when the session starts, names jars to reuse instead).
+``make run``. The jars are the session's (``kafka_dist`` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from riverbed.broker import DIST_ENV, BrokerError, LocalBroker
+from riverbed.broker import BrokerError, LocalCluster, free_port_range
 from riverbed.settings import Settings, load_settings
 
 pytestmark = pytest.mark.kafka
@@ -28,51 +27,28 @@ pytestmark = pytest.mark.kafka
 TOPIC = "riverbed.test.broker"
 
 
-def free_port_pair() -> int:
-    """A port p with p and p + 1 free on 127.0.0.1 (client and controller ports)."""
-    for port in random.sample(range(29000, 29998), 200):
-        if all(_bindable(p) for p in (port, port + 1)):
-            return port
-    raise RuntimeError("no free port pair in 29000-29999")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-@pytest.fixture(scope="session")
-def kafka_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding Kafka's libs/, fetched once for the whole session."""
-    shared = os.environ.get(DIST_ENV)
-    if shared:
-        return Path(shared)
-    home = tmp_path_factory.mktemp("kafka-dist")
-    broker = LocalBroker(load_settings(home=home))
-    return broker.fetch().parent
-
-
-def make_settings(home: Path, **overrides: object) -> Settings:
-    return load_settings(home=home, kafka_port=free_port_pair(), **overrides)
+def make_settings(home: Path, kafka_dist: Path, **overrides: object) -> Settings:
+    return load_settings(
+        home=home,
+        kafka_port=free_port_range(2),
+        kafka_brokers=1,
+        kafka_dist=kafka_dist,
+        **overrides,
+    )
 
 
 @pytest.fixture
-def brokers(kafka_dist: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[LocalBroker]]:
+def brokers() -> Iterator[list[LocalCluster]]:
     """Brokers a test builds; every one of them is stopped afterwards, whatever happened."""
-    monkeypatch.setenv(DIST_ENV, str(kafka_dist))
-    made: list[LocalBroker] = []
+    made: list[LocalCluster] = []
     yield made
     for broker in made:
         broker.stop()
 
 
 @pytest.fixture
-def broker(brokers: list[LocalBroker], tmp_path: Path) -> LocalBroker:
-    brokers.append(LocalBroker(make_settings(tmp_path / "home")))
+def broker(brokers: list[LocalCluster], kafka_dist: Path, tmp_path: Path) -> LocalCluster:
+    brokers.append(LocalCluster(make_settings(tmp_path / "home", kafka_dist)))
     return brokers[-1]
 
 
@@ -114,39 +90,41 @@ def is_running(pid: int) -> bool:
     return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
 
 
-def test_messages_survive_a_restart(broker: LocalBroker) -> None:
+def test_messages_survive_a_restart(broker: LocalCluster) -> None:
     started = broker.start()
-    assert started.running and started.pid is not None
+    node = broker.nodes[0]
+    pid = started.pids[1]
+    assert started.running
     assert started.message.startswith("started")
     messages = [(f"card-{i}", f"payment {i}") for i in range(5)]
     produce(broker.settings, messages)
 
     stopped = broker.stop()
     assert not stopped.running
-    assert not is_running(started.pid)
-    assert not broker.pid_file.exists()
+    assert not is_running(pid)
+    assert not node.pid_file.exists()
     assert not broker.status().running
 
     restarted = broker.start()
-    assert restarted.running and restarted.pid != started.pid
+    assert restarted.running and restarted.pids[1] != pid
     assert consume(broker.settings, len(messages)) == messages
 
 
-def test_start_and_stop_are_idempotent(broker: LocalBroker) -> None:
+def test_start_and_stop_are_idempotent(broker: LocalCluster) -> None:
     first = broker.start()
     again = broker.start()
-    assert again.running and again.pid == first.pid
+    assert again.running and again.pids == first.pids
     assert "already running" in again.message
     status = broker.status()
-    assert status.running and status.pid == first.pid
-    assert "4.4.0" in status.message and str(broker.data_dir) in status.message
+    assert status.running and status.pids == first.pids
+    assert "4.4.0" in status.message and str(broker.kafka_dir) in status.message
 
-    assert broker.stop().message.startswith("stopped")
+    assert f"broker 1 (127.0.0.1:{broker.settings.kafka_port}) stopped" in broker.stop().message
     assert broker.stop().message == "not running"
 
 
 @pytest.mark.parametrize("held", ["client", "controller"])
-def test_a_port_held_by_another_process_is_named(broker: LocalBroker, held: str) -> None:
+def test_a_port_held_by_another_process_is_named(broker: LocalCluster, held: str) -> None:
     settings = broker.settings
     port = settings.kafka_port if held == "client" else settings.controller_port
     with socket.socket() as squatter:
@@ -156,43 +134,47 @@ def test_a_port_held_by_another_process_is_named(broker: LocalBroker, held: str)
             broker.start()
     message = str(raised.value)
     assert f"port {port}" in message and f"{held} port" in message
-    assert "RIVERBED_KAFKA_PORT" in message
-    assert not broker.pid_file.exists()
+    setting = "RIVERBED_KAFKA_PORT" if held == "client" else "RIVERBED_KAFKA_CONTROLLER_PORT"
+    assert setting in message
+    assert not broker.nodes[0].pid_file.exists()
 
 
-def test_a_stale_pid_file_is_cleaned(broker: LocalBroker) -> None:
-    broker.kafka_dir.mkdir(parents=True)
-    broker.pid_file.write_text(f"{os.getpid()}\n")  # alive, but not a Kafka broker
+def test_a_stale_pid_file_is_cleaned(broker: LocalCluster) -> None:
+    node = broker.nodes[0]
+    node.dir.mkdir(parents=True)
+    node.pid_file.write_text(f"{os.getpid()}\n")  # alive, but not a Kafka broker
     assert not broker.status().running
     started = broker.start()
-    assert started.running and started.pid != os.getpid()
-    assert broker.pid_file.read_text().strip() == str(started.pid)
+    assert started.running and started.pids[1] != os.getpid()
+    assert node.pid_file.read_text().strip() == str(started.pids[1])
 
 
-def test_a_broker_dying_at_start_shows_its_log(brokers: list[LocalBroker], tmp_path: Path) -> None:
+def test_a_broker_dying_at_start_shows_its_log(
+    brokers: list[LocalCluster], kafka_dist: Path, tmp_path: Path
+) -> None:
     # Too small a heap for the JVM to even initialise: it exits at once.
-    broker = LocalBroker(make_settings(tmp_path / "home", kafka_heap="2m"))
+    broker = LocalCluster(make_settings(tmp_path / "home", kafka_dist, kafka_heap="2m"))
     brokers.append(broker)
     with pytest.raises(BrokerError) as raised:
         broker.start()
     message = str(raised.value)
     assert "exited with code" in message
     assert "broker.out" in message and "Error occurred during initialization of VM" in message
-    assert not broker.pid_file.exists()
+    assert not broker.nodes[0].pid_file.exists()
 
 
 def test_an_external_cluster_is_used_not_started_or_stopped(
-    broker: LocalBroker, tmp_path: Path
+    broker: LocalCluster, tmp_path: Path
 ) -> None:
     # The "external" cluster is this test's own local broker, seen from another home.
     broker.start()
-    external = LocalBroker(
+    external = LocalCluster(
         load_settings(home=tmp_path / "other", kafka_bootstrap=broker.settings.bootstrap_servers)
     )
     started = external.start()
     assert started.message.startswith(f"external cluster at {broker.settings.bootstrap_servers}")
     assert "no local broker started" in started.message
-    assert started.running and started.pid is None
+    assert started.running and started.pids == {}
     assert "no local broker to stop" in external.stop().message
     assert broker.status().running
     assert not (tmp_path / "other").exists()

@@ -250,7 +250,7 @@ def test_a_new_instance_fences_the_old_one(kafka_settings: Settings) -> None:
     old = outputs_for(settings, 1)
     old.publish([DlqRecord(1, b"k", b"old", "value: bad")], [])
     new = outputs_for(settings, 1)  # init_transactions with the same transactional.id
-    with pytest.raises(ProducerFenced, match="another instance of the flow took over"):
+    with pytest.raises(ProducerFenced, match="another instance of the flow took it over"):
         old.commit(2)
     new.publish([DlqRecord(1, b"k", b"new", "value: bad")], [])
     new.commit(2)

@@ -13,7 +13,13 @@ import dagster as dg
 
 from orchestration.lib.keys import topic_key
 from orchestration.lib.settings import RiverbedResource
-from riverbed.kafka_admin import apply_topics, high_watermarks, topic_drift
+from riverbed.kafka_admin import (
+    admin_client,
+    apply_topics,
+    cluster_size,
+    high_watermarks,
+    topic_drift,
+)
 from riverbed.topics import CATALOG, TopicSpec
 
 _BY_KEY = {topic_key(spec.name): spec for spec in CATALOG}
@@ -43,6 +49,7 @@ def kafka_topics(
     settings = riverbed.settings()
     selected = [_BY_KEY[key] for key in sorted(context.selected_asset_keys, key=str)]
     results = apply_topics(settings, selected)
+    brokers = cluster_size(settings, admin_client(settings))
     for spec, result in zip(selected, results, strict=True):
         if result.error:
             raise dg.Failure(
@@ -51,7 +58,7 @@ def kafka_topics(
             )
         state = result.state
         watermarks = high_watermarks(settings, spec.name) if state else {}
-        drift = topic_drift(settings, spec, state)
+        drift = topic_drift(settings, spec, state, brokers)
         context.log.info(result.summary())
         yield dg.MaterializeResult(
             asset_key=topic_key(spec.name),

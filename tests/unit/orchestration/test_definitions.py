@@ -9,7 +9,7 @@ def test_definitions_load_and_validate() -> None:
     definitions = defs()
     dg.Definitions.validate_loadable(definitions)
     assert {s.name for s in definitions.sensors or []} == {
-        "kafka_broker_health",
+        "kafka_cluster_health",
         "flow_liveness",
         "consumer_lag",
         "lake_new_files",

@@ -1,28 +1,27 @@
-"""The local broker's generated configuration: no broker, no Maven, no network."""
+"""The local cluster's generated configuration and layout: no broker, no Maven, no network."""
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from riverbed.broker import (
-    DIST_ENV,
-    LOG4J_CONFIG,
-    POM,
     BrokerError,
-    LocalBroker,
+    LocalCluster,
+    cluster_nodes,
     initial_heap,
     jvm_options,
     render_server_properties,
 )
+from riverbed.kafka_jars import DIST_ENV, LOG4J_CONFIG, POM, KafkaJarsError
 from riverbed.settings import Settings, load_settings
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.delenv(DIST_ENV, raising=False)
+def settings(tmp_path: Path) -> Settings:
     return load_settings(home=tmp_path / "home", kafka_port=29400)
 
 
@@ -31,32 +30,90 @@ def parse_properties(text: str) -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
-def test_one_combined_kraft_node_on_loopback(settings: Settings) -> None:
-    props = parse_properties(render_server_properties(settings))
+def test_one_combined_kraft_node_on_loopback(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, kafka_port=29400, kafka_brokers=1)
+    (node,) = cluster_nodes(settings)
+    props = parse_properties(render_server_properties(settings, node))
     assert props["process.roles"] == "broker,controller"
     assert props["node.id"] == "1"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:29401"
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:29400,CONTROLLER://127.0.0.1:29401"
     assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29400"
     assert props["controller.listener.names"] == "CONTROLLER"
-    assert props["log.dirs"] == str(settings.kafka_dir / "data")
-
-
-def test_single_node_replication_and_no_surprise_topics(settings: Settings) -> None:
-    props = parse_properties(render_server_properties(settings))
+    assert props["log.dirs"] == str(settings.kafka_dir / "node-1" / "data")
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["transaction.state.log.min.isr"] == "1"
+
+
+def test_three_nodes_each_a_voter_with_ports_and_data_of_its_own(settings: Settings) -> None:
+    nodes = cluster_nodes(settings)
+    assert [(n.id, n.client_port, n.controller_port) for n in nodes] == [
+        (1, 29400, 29403),
+        (2, 29401, 29404),
+        (3, 29402, 29405),
+    ]
+    voters = "1@127.0.0.1:29403,2@127.0.0.1:29404,3@127.0.0.1:29405"
+    for node in nodes:
+        props = parse_properties(render_server_properties(settings, node))
+        assert props["node.id"] == str(node.id)
+        assert props["controller.quorum.voters"] == voters
+        assert props["listeners"] == (
+            f"PLAINTEXT://127.0.0.1:{node.client_port},CONTROLLER://127.0.0.1:{node.controller_port}"
+        )
+        assert props["log.dirs"] == str(settings.kafka_dir / f"node-{node.id}" / "data")
+    assert len({n.data_dir for n in nodes}) == 3
+
+
+def test_internal_topics_replicated_three_times_two_in_sync(settings: Settings) -> None:
+    props = parse_properties(render_server_properties(settings, cluster_nodes(settings)[0]))
+    assert props["offsets.topic.replication.factor"] == "3"
+    assert props["transaction.state.log.replication.factor"] == "3"
+    assert props["transaction.state.log.min.isr"] == "2"
+    assert props["default.replication.factor"] == "3"
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["auto.create.topics.enable"] == "false"
     assert props["num.partitions"] == "1"
 
 
-def test_controller_port_can_be_set_apart(tmp_path: Path) -> None:
+def test_controller_ports_can_be_set_apart(tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path, kafka_port=29400, kafka_controller_port=29450)
-    props = parse_properties(render_server_properties(settings))
-    assert props["controller.quorum.voters"] == "1@127.0.0.1:29450"
-    assert props["listeners"].endswith("CONTROLLER://127.0.0.1:29450")
+    nodes = cluster_nodes(settings)
+    props = parse_properties(render_server_properties(settings, nodes[1]))
+    assert props["controller.quorum.voters"].startswith("1@127.0.0.1:29450,2@127.0.0.1:29451")
+    assert props["listeners"].endswith("CONTROLLER://127.0.0.1:29451")
+
+
+def test_a_cluster_formatted_with_other_nodes_is_refused_naming_the_setting(
+    settings: Settings,
+) -> None:
+    settings.kafka_dir.mkdir(parents=True)
+    (settings.kafka_dir / "cluster.json").write_text('{"cluster_id": "x", "brokers": 1}')
+    with pytest.raises(BrokerError, match=r"RIVERBED_KAFKA_BROKERS=3.*formatted with 1 node"):
+        LocalCluster(settings).start()
+    assert not (settings.kafka_dir / "node-2").exists()
+
+
+def test_a_single_node_of_the_old_layout_moves_in_as_node_1(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, kafka_port=29400, kafka_brokers=1)
+    legacy = settings.kafka_dir / "data"
+    legacy.mkdir(parents=True)
+    (legacy / "meta.properties").write_text("cluster.id=abc\n")
+    (settings.kafka_dir / "cluster.id").write_text("abc\n")
+    cluster = LocalCluster(settings)
+    cluster._check_layout()
+    assert (cluster.nodes[0].data_dir / "meta.properties").is_file()
+    assert not legacy.exists()
+    assert json.loads(cluster.shape_file.read_text()) == {"cluster_id": "abc", "brokers": 1}
+
+
+def test_the_old_layout_is_not_stretched_into_three_nodes(settings: Settings) -> None:
+    legacy = settings.kafka_dir / "data"
+    legacy.mkdir(parents=True)
+    (legacy / "meta.properties").write_text("cluster.id=abc\n")
+    with pytest.raises(BrokerError, match="RIVERBED_KAFKA_BROKERS=1 to keep using it"):
+        LocalCluster(settings)._check_layout()
+    assert (legacy / "meta.properties").is_file()
 
 
 @pytest.mark.parametrize(
@@ -68,10 +125,10 @@ def test_initial_heap_is_half_the_maximum(max_heap: str, expected: str) -> None:
 
 def test_jvm_options_carry_heap_gc_and_logging(tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path, kafka_heap="1g")
-    options = jvm_options(settings)
+    options = jvm_options(settings, cluster_nodes(settings)[0])
     assert options[:2] == ["-Xmx1g", "-Xms512m"]
     assert "-XX:+UseG1GC" in options
-    assert f"-Dkafka.logs.dir={settings.kafka_dir / 'logs'}" in options
+    assert f"-Dkafka.logs.dir={settings.kafka_dir / 'node-1' / 'logs'}" in options
     assert f"-Dlog4j2.configurationFile={LOG4J_CONFIG}" in options
     assert LOG4J_CONFIG.is_file()
 
@@ -90,28 +147,27 @@ def test_pom_pins_slf4j_2_and_takes_the_kafka_version_from_the_command_line() ->
 
 
 def test_jars_live_under_kafka_dir_by_default(settings: Settings) -> None:
-    broker = LocalBroker(settings)
-    assert broker.libs_dir == settings.kafka_dir / "dist" / "4.4.0" / "libs"
-    assert broker.java_classpath() == str(broker.libs_dir / "*")
-    assert not broker.is_fetched()
+    jars = LocalCluster(settings).jars
+    assert jars.libs_dir == settings.kafka_dir / "dist" / "4.4.0" / "libs"
+    assert jars.java_classpath() == str(jars.libs_dir / "*")
+    assert not jars.is_fetched()
 
 
 def test_a_shared_dist_is_used_as_is_and_never_fetched_into(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, tmp_path: Path
 ) -> None:
     shared = tmp_path / "shared-dist"
-    monkeypatch.setenv(DIST_ENV, str(shared))
-    broker = LocalBroker(settings)
-    assert broker.libs_dir == shared / "libs"
-    with pytest.raises(BrokerError, match=DIST_ENV):
-        broker.fetch()
+    jars = LocalCluster(load_settings(home=settings.home, kafka_dist=shared)).jars
+    assert jars.libs_dir == shared / "libs"
+    with pytest.raises(KafkaJarsError, match=DIST_ENV):
+        jars.fetch()
     assert not shared.exists()
 
 
 def test_status_of_a_broker_never_started(settings: Settings) -> None:
-    status = LocalBroker(settings).status()
+    status = LocalCluster(settings).status()
     assert not status.running
-    assert status.pid is None
-    assert status.bootstrap == "127.0.0.1:29400"
-    assert "not running" in status.message
+    assert status.pids == {}
+    assert status.bootstrap == "127.0.0.1:29400,127.0.0.1:29401,127.0.0.1:29402"
+    assert "not running" in status.message and "3 broker(s)" in status.message
     assert "4.4.0" in status.message

@@ -5,20 +5,24 @@ import pytest
 from riverbed.settings import SettingsError, load_settings
 
 
-def test_defaults_manage_a_local_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_manage_a_local_cluster_of_three(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.manages_local_broker
-    assert settings.bootstrap_servers == "127.0.0.1:9092"
-    assert settings.controller_port == 9093
+    assert settings.kafka_brokers == 3
+    assert settings.bootstrap_servers == "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+    assert settings.controller_port == 9095
+    assert settings.kafka_replication_factor is None  # min(3, brokers), see kafka_admin
     assert settings.home == (Path.cwd() / ".riverbed").resolve()
     assert settings.lake_dir == settings.home / "lake"
 
 
 def test_environment_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RIVERBED_KAFKA_PORT", "19500")
+    monkeypatch.setenv("RIVERBED_KAFKA_BROKERS", "1")
     monkeypatch.setenv("RIVERBED_ALLOWED_LATENESS_S", "12.5")
     settings = load_settings()
     assert settings.bootstrap_servers == "127.0.0.1:19500"
+    assert settings.controller_port == 19501
     assert settings.allowed_lateness_s == 12.5
 
 
@@ -38,6 +42,13 @@ def test_external_bootstrap_means_no_local_broker(monkeypatch: pytest.MonkeyPatc
         ("RIVERBED_FLUSH_INTERVAL_S", "0", "RIVERBED_FLUSH_INTERVAL_S"),
         ("RIVERBED_KAFKA_HEAP", "lots", "RIVERBED_KAFKA_HEAP"),
         ("RIVERBED_LOG_LEVEL", "LOUD", "RIVERBED_LOG_LEVEL"),
+        ("RIVERBED_KAFKA_BROKERS", "0", "RIVERBED_KAFKA_BROKERS"),
+        (
+            "RIVERBED_KAFKA_CONTROLLER_PORT",
+            "9093",
+            "RIVERBED_KAFKA_CONTROLLER_PORT=9093: .*overlap",
+        ),
+        ("RIVERBED_KAFKA_PORT", "65534", "RIVERBED_KAFKA_PORT=65534: .*beyond 65535"),
     ],
 )
 def test_a_wrong_setting_fails_fast_naming_it(

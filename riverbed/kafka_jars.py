@@ -1,0 +1,218 @@
+"""Apache Kafka's jars, fetched once from Maven Central, and running its Java tools.
+
+The local cluster (:mod:`riverbed.broker`) runs from these jars, and so do the
+few operations the Python client cannot do: librdkafka (confluent-kafka 2.16)
+has no API for partition reassignment or for describing the KRaft quorum, so
+Riverbed runs Kafka's own ``ReassignPartitionsCommand`` and
+``MetadataQuorumCommand`` for those, against any cluster, local or not.
+
+The jars live in ``settings.kafka_dir/dist/<version>/libs``. Set
+``RIVERBED_KAFKA_DIST`` (``settings.kafka_dist``) to a directory that holds an
+already fetched ``libs/`` (a shared cache for CI or tests) and it is used as it
+is: nothing is fetched, and a missing jar is an error rather than a download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+from riverbed.settings import Settings
+
+log = logging.getLogger("riverbed.broker")
+
+DIST_ENV = "RIVERBED_KAFKA_DIST"
+LOG_TAIL_LINES = 30
+TOOL_TIMEOUT_S = 120.0
+
+# A tool lives a second or two: the client compiler only and the serial collector cost
+# it a third less CPU than the JVM's server defaults (measured on MetadataQuorumCommand).
+_TOOL_JVM_OPTIONS = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+
+_DIST_FILES = Path(__file__).with_name("kafka_dist")
+POM = _DIST_FILES / "pom.xml"
+LOG4J_CONFIG = _DIST_FILES / "log4j2.yaml"
+
+
+class KafkaJarsError(RuntimeError):
+    """Kafka's jars could not be fetched, or one of its tools failed; says why."""
+
+
+class KafkaJars:
+    """Where Kafka's jars are, fetching them once, and running Kafka's tools from them."""
+
+    def __init__(self, settings: Settings, *, dist_dir: Path | None = None) -> None:
+        self.settings = settings
+        override = dist_dir or settings.kafka_dist
+        self._shared = override is not None
+        self.dist_dir = override or settings.kafka_dir / "dist" / settings.kafka_version
+
+    @property
+    def libs_dir(self) -> Path:
+        return self.dist_dir / "libs"
+
+    def java_classpath(self) -> str:
+        """The ``-cp`` argument for Kafka's classes; java expands the ``*`` itself."""
+        return str(self.libs_dir / "*")
+
+    def is_fetched(self) -> bool:
+        return (self.libs_dir / f"kafka_2.13-{self.settings.kafka_version}.jar").is_file()
+
+    def fetch(self) -> Path:
+        """Make sure Kafka's jars are in :attr:`libs_dir`, downloading them once; return it."""
+        if self.is_fetched():
+            return self.libs_dir
+        version = self.settings.kafka_version
+        if self._shared:
+            raise KafkaJarsError(
+                f"{DIST_ENV}={self.dist_dir}: no kafka_2.13-{version}.jar in {self.libs_dir}. "
+                "Point it at a directory holding a fetched libs/, or unset it to let "
+                "Riverbed fetch Kafka itself."
+            )
+        log.info("fetching Apache Kafka %s from Maven Central (once) ...", version)
+        started = time.monotonic()
+        self.dist_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Download beside the target and rename into place: a fetch cut short leaves
+        # only a temporary directory, never a dist that looks complete.
+        with tempfile.TemporaryDirectory(prefix=f".{version}-", dir=self.dist_dir.parent) as tmp:
+            staging = Path(tmp) / "dist"
+            _run_maven(version, staging / "libs", cwd=Path(tmp))
+            if not (staging / "libs" / f"kafka_2.13-{version}.jar").is_file():
+                raise KafkaJarsError(f"Maven finished but fetched no kafka_2.13-{version}.jar")
+            try:
+                staging.rename(self.dist_dir)
+            except OSError:
+                # Another process fetched the same version meanwhile; theirs is as good.
+                if not self.is_fetched():
+                    raise
+        jars = list(self.libs_dir.glob("*.jar"))
+        log.info(
+            "fetched Kafka %s: %d jars, %.0f MB, in %.1f s",
+            version,
+            len(jars),
+            sum(j.stat().st_size for j in jars) / 1e6,
+            time.monotonic() - started,
+        )
+        return self.libs_dir
+
+    def run(self, main_class: str, *args: str, timeout: float = TOOL_TIMEOUT_S) -> str:
+        """Run one of Kafka's command-line tools; return its stdout, raise on failure."""
+        self.fetch()
+        # No log4j2 configuration: log4j2's built-in default prints only errors,
+        # which is all we want from a one-shot tool.
+        command = [java(), *_TOOL_JVM_OPTIONS, "-cp", self.java_classpath(), main_class, *args]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise KafkaJarsError(f"{main_class} did not finish within {timeout:.0f} s") from None
+        if done.returncode != 0:
+            output = "\n".join(last_lines(done.stdout + done.stderr, LOG_TAIL_LINES))
+            tool = main_class.rsplit(".", 1)[-1]
+            raise KafkaJarsError(
+                f"{tool} {' '.join(args[:1])} failed ({done.returncode}):\n{output}"
+            )
+        return done.stdout
+
+    def run_against_cluster(self, main_class: str, *args: str) -> str:
+        """Run a tool that talks to the cluster, as every Riverbed client does.
+
+        The client settings (security, credentials) go in a ``--command-config``
+        file readable by this user only and deleted afterwards, never on the
+        command line, where any user of the machine could read a password.
+        """
+        with client_properties_file(self.settings) as config:
+            return self.run(
+                main_class,
+                "--bootstrap-server",
+                self.settings.bootstrap_servers,
+                "--command-config",
+                str(config),
+                *args,
+            )
+
+
+def java_client_properties(settings: Settings) -> dict[str, str]:
+    """The Java client's names for the settings librdkafka gets from kafka_client_config()."""
+    props = {"security.protocol": settings.kafka_security_protocol}
+    if settings.kafka_sasl_mechanism:
+        props["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        module = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule"
+            if settings.kafka_sasl_mechanism == "PLAIN"
+            else "org.apache.kafka.common.security.scram.ScramLoginModule"
+        )
+        user = _jaas_quote(settings.kafka_sasl_username or "")
+        password = _jaas_quote(settings.kafka_sasl_password or "")
+        props["sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
+    if settings.kafka_ssl_ca_location:
+        # Java reads a PEM bundle as a trust store since Kafka 2.7 (KIP-651).
+        props["ssl.truststore.type"] = "PEM"
+        props["ssl.truststore.location"] = settings.kafka_ssl_ca_location
+    return props
+
+
+@contextlib.contextmanager
+def client_properties_file(settings: Settings) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="riverbed-client-") as tmp:
+        path = Path(tmp) / "client.properties"
+        # Created 0600 before anything secret is written to it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            for key, value in java_client_properties(settings).items():
+                handle.write(f"{key}={_properties_escape(value)}\n")
+        yield path
+
+
+def _jaas_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _properties_escape(value: str) -> str:
+    # Backslash is the escape character of Java properties files (think paths).
+    return value.replace("\\", "\\\\")
+
+
+def java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise KafkaJarsError("java not found: install a Java 17+ runtime, or set JAVA_HOME")
+    return found
+
+
+def _run_maven(version: str, libs: Path, *, cwd: Path) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise KafkaJarsError(
+            "mvn (Apache Maven) not found: Riverbed fetches Kafka's jars with it. Install "
+            f"Maven, or set {DIST_ENV} to a directory holding already fetched jars in libs/"
+        )
+    command = [
+        mvn, "-q", "-B", "-f", str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
+        f"-Dkafka.version={version}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=1800, check=False
+    )
+    if done.returncode != 0:
+        output = "\n".join(last_lines(done.stdout + done.stderr, LOG_TAIL_LINES))
+        raise KafkaJarsError(f"fetching Kafka {version} with Maven failed:\n{output}")
+
+
+def last_lines(text: str, lines: int) -> list[str]:
+    return list(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))

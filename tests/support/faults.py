@@ -1,0 +1,219 @@
+"""The fault suite's harness: a producer that keeps its own record of what the cluster
+acknowledged, and the checks of the lake against that record.
+
+The producer publishes generated payments at a fixed rate with the project's producer
+settings (idempotent, ``acks=all``) and records, per message, when it was sent, when
+(and whether) it was acknowledged, and the error of every failed delivery. That
+record is the oracle: every acknowledged valid transaction must be in the lake
+exactly once, whatever was killed meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from producers.kafka_loop import PRODUCER_DEFAULTS
+from producers.payments import GeneratorConfig, PaymentsGenerator
+from riverbed.contracts.payments import InvalidEvent, decode_transaction
+from riverbed.settings import Settings
+from riverbed.topics import PAYMENTS_TRANSACTIONS
+from tests.support.flow_harness import query, scan, start_flow, stop_flow
+
+
+@dataclass
+class Delivery:
+    value: bytes
+    partition: int
+    timestamp_ms: int  # the message's Kafka timestamp (the flow checks event times by it)
+    sent_at: float  # time.monotonic()
+    done_at: float
+    error: KafkaError | None
+
+
+@dataclass
+class RecordingProducer:
+    """Publishes payments at ``rate`` events/s in a thread until :meth:`stop`."""
+
+    settings: Settings
+    rate: float = 300.0
+    seed: int = 1
+    # Long enough to ride out a leader election, short enough for a test.
+    delivery_timeout_s: float = 60.0
+    deliveries: list[Delivery] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    sent: int = 0
+
+    def start(self) -> RecordingProducer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, flush_timeout: float = 180.0) -> None:
+        """Stop sending and wait until every message sent is acknowledged or failed."""
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(flush_timeout + 10)
+        assert not self._thread.is_alive(), "the producer did not finish flushing"
+
+    def _run(self) -> None:
+        producer = Producer(
+            {
+                **self.settings.kafka_client_config(),
+                **PRODUCER_DEFAULTS,
+                "delivery.timeout.ms": int(self.delivery_timeout_s * 1000),
+            }
+        )
+        generator = PaymentsGenerator(
+            GeneratorConfig(), seed=self.seed, start=time.time(), rate=self.rate
+        )
+        began = time.monotonic()
+        for event in generator:
+            if self._stop.is_set():
+                break
+            sent_at = time.monotonic()
+            # Set here, not left to the client: a failed delivery reports no timestamp,
+            # and the oracle needs it to validate the event as the flow does.
+            timestamp_ms = int(time.time() * 1000)
+
+            def report(
+                err: KafkaError | None,
+                msg: Message,
+                sent_at: float = sent_at,
+                ts: int = timestamp_ms,
+            ) -> None:
+                self.deliveries.append(
+                    Delivery(msg.value(), msg.partition(), ts, sent_at, time.monotonic(), err)
+                )
+
+            while True:
+                try:
+                    producer.produce(
+                        PAYMENTS_TRANSACTIONS,
+                        event.value,
+                        event.key,
+                        on_delivery=report,
+                        timestamp=timestamp_ms,
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            self.sent += 1
+            producer.poll(0)
+            time.sleep(max(0.0, began + self.sent / self.rate - time.monotonic()))
+        assert producer.flush(120) == 0
+
+    # --- what happened -----------------------------------------------------------------
+
+    @property
+    def acknowledged(self) -> list[Delivery]:
+        return [d for d in self.deliveries if d.error is None]
+
+    @property
+    def failed(self) -> list[Delivery]:
+        return [d for d in self.deliveries if d.error is not None]
+
+    def stalls(self, after: float) -> list[float]:
+        """Acknowledgement latencies (s) of the messages sent at or after ``after``."""
+        return sorted(d.done_at - d.sent_at for d in self.acknowledged if d.sent_at >= after)
+
+    def recovered_at(self, after: float) -> float:
+        """Seconds from ``after`` until every partition had an acknowledged message that
+        was sent after ``after``: writes everywhere work again."""
+        first: dict[int, float] = {}
+        for d in sorted(self.acknowledged, key=lambda d: d.done_at):
+            if d.sent_at >= after:
+                first.setdefault(d.partition, d.done_at)
+        assert first, "no message sent after the fault was acknowledged"
+        return max(first.values()) - after
+
+
+def valid_ids(deliveries: list[Delivery]) -> set[str]:
+    """transaction_ids of the valid transactions among ``deliveries`` (the contract's
+    decoder, as the flow checks them, nothing of the flow)."""
+    ids = set()
+    for d in deliveries:
+        try:
+            txn, _ = decode_transaction(d.value, datetime.fromtimestamp(d.timestamp_ms / 1e3, UTC))
+        except InvalidEvent:
+            continue
+        ids.add(txn.transaction_id)
+    return ids
+
+
+def check_lake_against(settings: Settings, producer: RecordingProducer) -> int:
+    """Every acknowledged valid transaction is in the lake exactly once, and nothing is
+    there that was not sent. Returns the number of transactions in the lake."""
+    rows = query(
+        f"select transaction_id, count(*) from {scan(settings, 'transactions')} group by 1"
+    )
+    duplicated = [(txn, n) for txn, n in rows if n > 1]
+    assert duplicated == [], f"duplicated in the lake: {duplicated[:5]}"
+    stored = {txn for txn, _ in rows}
+    acknowledged = valid_ids(producer.acknowledged)
+    missing = acknowledged - stored
+    assert not missing, f"{len(missing)} acknowledged transactions are not in the lake"
+    # A failed delivery may still have been written (a timeout after the write): those
+    # may be there; nothing else may.
+    sent = acknowledged | valid_ids(producer.failed)
+    assert stored <= sent, f"{len(stored - sent)} transactions in the lake were never sent"
+    return len(stored)
+
+
+# What a flow that stops on its own says about why, when the reason is one it was built
+# to stop for (a fenced producer, a transaction it could not complete); anything else
+# (a traceback of an unexpected error) is an unclear exit.
+CLEAR_REASONS = (
+    "fenced, stopping: ",
+    "sink failed, stopping (the flow resumes",
+    "stuck past its timeout",
+)
+
+
+@dataclass
+class Supervised:
+    """The flow deployed as Dagster deploys it (`riverbed flow run`, a session of its
+    own), and restarted when it exits, as Dagster's liveness sensor restarts it."""
+
+    settings: Settings
+    log: Path
+    restarts: int = 0
+    exits: list[str] = field(default_factory=list)
+    _procs: list[subprocess.Popen] = field(default_factory=list)
+    _mark: int = 0  # where in the log the current run began
+
+    def start(self) -> Supervised:
+        self._procs = start_flow(self.settings, self.log, new_session=True)
+        return self
+
+    def signal(self, signum: int) -> None:
+        os.killpg(self._procs[0].pid, signum)  # the whole deployment: parent and workers
+
+    def run_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if self._procs[0].poll() is not None:
+                text = self.log.read_text(errors="replace")
+                self.exits.append(text[self._mark :])
+                self.restarts += 1
+                assert self.restarts <= 5, f"the flow kept stopping:\n{text[-3000:]}"
+                self._mark = len(text)
+                self.start()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.5)
+
+    def unclear_exits(self) -> list[str]:
+        """The tails of the exits that do not say one of CLEAR_REASONS."""
+        return [e[-2000:] for e in self.exits if not any(r in e for r in CLEAR_REASONS)]
+
+    def stop(self) -> None:
+        stop_flow(self._procs)
