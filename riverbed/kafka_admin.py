@@ -149,7 +149,14 @@ def describe_topics(admin: AdminClient, names: Iterable[str]) -> dict[str, Topic
     resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
     config_futures = admin.describe_configs(resources, request_timeout=TIMEOUT_S)
     for resource, future in config_futures.items():
-        entries = future.result()
+        try:
+            entries = future.result()
+        except KafkaException as exc:
+            # A topic created a moment ago may not be in the answering broker's copy of
+            # the metadata yet: not there, for now (callers that just made it wait).
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            continue
         name = resource.name
         partitions = metadata.topics[name].partitions
         replicas = {len(p.replicas) for p in partitions.values()}
