@@ -50,7 +50,7 @@ from bench.flow_bench import (
     stop,
     watch_alerts,
 )
-from producers.kafka_loop import PRODUCER_DEFAULTS
+from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
 from riverbed.broker import LocalCluster, free_port_range
 from riverbed.kafka_health import busiest_leader, wait_in_sync
@@ -102,12 +102,7 @@ class TimedProducer:
                     record.acked_at = time.time()
                     record.error = err.name() if err is not None else None
 
-                while True:
-                    try:
-                        producer.produce(SOURCE, event.value, event.key, on_delivery=report)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                produce_when_room(producer, SOURCE, event.value, event.key, on_delivery=report)
                 self.sent.append(record)
                 n += 1
             producer.poll(0)

@@ -52,7 +52,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from flows.payments import ensure_recovery_store, flow_commands, settings_env
-from producers.kafka_loop import PRODUCER_DEFAULTS
+from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
 from riverbed import lake
 from riverbed.contracts.payments import Transaction
@@ -141,12 +141,7 @@ def preload(settings: Settings, events: int, seed: int = 7) -> float:
         if i == events:
             break
         stamp = int(generator.clock * 1000)
-        while True:
-            try:
-                producer.produce(SOURCE, event.value, event.key, timestamp=stamp)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_when_room(producer, SOURCE, event.value, event.key, timestamp=stamp)
         if i % 10_000 == 0:
             producer.poll(0)
     assert producer.flush(120) == 0, "pre-load did not complete"

@@ -66,7 +66,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from orchestration.defs.lake.sensors import lake_new_files
 from orchestration.lib.webserver import GraphQLError, graphql
 from orchestration.platform import DAGSTER_YAML
-from producers.kafka_loop import PRODUCER_DEFAULTS
+from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
 from riverbed.kafka_admin import high_watermarks, recreate_topics
 from riverbed.logs import configure_logging
@@ -344,14 +344,9 @@ def produce(settings: Settings, rate: float, seconds: float) -> Produced:
             def report(err: KafkaError | None, msg: Message, txn: str | None = txn) -> None:
                 delivered(err, msg, txn)
 
-            while True:
-                try:
-                    producer.produce(
-                        PAYMENTS_TRANSACTIONS, event.value, event.key, on_delivery=report
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_when_room(
+                producer, PAYMENTS_TRANSACTIONS, event.value, event.key, on_delivery=report
+            )
             out.sent += 1
         producer.poll(0)
         if time.monotonic() - last_report >= 30:

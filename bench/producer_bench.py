@@ -106,9 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def find_kafka_libs(settings: Settings, given: Path | None) -> Path:
     """Kafka's jars: --kafka-libs, else the local broker's (fetched from Maven if needed)."""
-    from riverbed.broker import LocalCluster
+    from riverbed.kafka_jars import KafkaJars
 
-    libs = given or LocalCluster(settings).fetch()
+    libs = given or KafkaJars(settings).fetch()
     if not any(libs.glob("kafka-tools-*.jar")):
         raise SystemExit(f"no Kafka tools jars in {libs}; pass --kafka-libs DIR")
     return libs

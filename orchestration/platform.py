@@ -80,7 +80,7 @@ def start_broker(settings: Settings) -> bool:
 
     broker = LocalCluster(settings)
     already = broker.status().running
-    if not broker.is_fetched():
+    if not broker.jars.is_fetched():
         say(f"fetching Apache Kafka {settings.kafka_version} from Maven Central (first run only)")
     say(broker.start().message)
     return not already

@@ -230,22 +230,24 @@ def _send_chunk(
         try:
             send(topic, value, key)
         except BufferError:
-            _send_when_room(producer, topic, key, value)
+            produce_when_room(producer, topic, value, key)
         n += 1
     # Serves delivery reports (failures) and frees their memory.
     producer.poll(0)
     return n
 
 
-def _send_when_room(producer: Producer, topic: str, key: bytes | None, value: bytes | None) -> None:
-    """The local queue is full: let librdkafka deliver some, then try again."""
+def produce_when_room(
+    producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any
+) -> None:
+    """``producer.produce``, waiting while the local queue is full: librdkafka delivers
+    some (serving delivery reports), then it tries again. ``kwargs`` as for produce."""
     while True:
-        producer.poll(_BUFFER_FULL_POLL_S)
         try:
-            producer.produce(topic, value, key)
+            producer.produce(topic, value, key, **kwargs)
             return
         except BufferError:
-            continue
+            producer.poll(_BUFFER_FULL_POLL_S)
 
 
 def _sleep_until(when: float, stop: _StopRequest) -> None:

@@ -43,9 +43,10 @@ from pathlib import Path
 
 import psutil
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
 
-from riverbed.kafka_jars import LOG4J_CONFIG, KafkaJars, java, last_lines
+from riverbed.kafka_admin import quiet_admin
+from riverbed.kafka_health import cluster_health, wait_in_sync
+from riverbed.kafka_jars import LOG4J_CONFIG, LOG_TAIL_LINES, KafkaJars, java, last_lines
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.broker")
@@ -53,7 +54,6 @@ log = logging.getLogger("riverbed.broker")
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 IN_SYNC_TIMEOUT_S = 300.0
-LOG_TAIL_LINES = 30
 HOST = "127.0.0.1"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -224,22 +224,6 @@ def jvm_options(settings: Settings, node: Node) -> list[str]:
 # --- waiting for a cluster -------------------------------------------------------------
 
 
-class _QuietLibrdkafkaLog:
-    """Receives librdkafka's log lines at DEBUG.
-
-    While a broker is starting, librdkafka reports each refused connection (every
-    ~50 ms) at ERROR on stderr; those are expected here and would drown the progress.
-    """
-
-    def log(self, level: int, msg: str, *args: object) -> None:
-        log.debug(msg, *args)
-
-
-def quiet_admin(settings: Settings) -> AdminClient:
-    """An admin client that does not print every refused connection to a node that is down."""
-    return AdminClient({**settings.kafka_client_config(), "logger": _QuietLibrdkafkaLog()})
-
-
 def wait_for_metadata(
     settings: Settings,
     timeout: float = START_TIMEOUT_S,
@@ -323,12 +307,6 @@ class LocalCluster:
             f"no broker {node_id}: the local cluster has brokers 1-{len(self.nodes)} "
             "(RIVERBED_KAFKA_BROKERS)"
         )
-
-    def is_fetched(self) -> bool:
-        return self.jars.is_fetched()
-
-    def fetch(self) -> Path:
-        return self.jars.fetch()
 
     # --- status ------------------------------------------------------------------------
 
@@ -567,8 +545,6 @@ class LocalCluster:
         if not rolling:
             self.stop()
             return self.start(timeout)
-        from riverbed.kafka_health import cluster_health, wait_in_sync
-
         self.start(timeout)  # a rolling restart of a cluster that is partly down starts it
         leader = cluster_health(self.settings, expected=self.nodes).quorum_leader
         # The quorum leader last: one controller election instead of two.
@@ -627,7 +603,7 @@ class LocalCluster:
         elif up:
             head = f"{len(up)} of {len(states)} brokers running (Kafka {version})"
         else:
-            fetched = "" if self.is_fetched() else " (not fetched yet)"
+            fetched = "" if self.jars.is_fetched() else " (not fetched yet)"
             head = (
                 f"not running; Kafka {version}{fetched} would run {len(states)} broker(s) on "
                 f"{self.settings.bootstrap_servers}"

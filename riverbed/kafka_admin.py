@@ -103,6 +103,22 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_client_config())
 
 
+class _QuietLibrdkafkaLog:
+    """Receives librdkafka's log lines at DEBUG.
+
+    While a broker is starting, librdkafka reports each refused connection (every
+    ~50 ms) at ERROR on stderr; those are expected here and would drown the progress.
+    """
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        log.debug(msg, *args)
+
+
+def quiet_admin(settings: Settings) -> AdminClient:
+    """An admin client that does not print every refused connection to a node that is down."""
+    return AdminClient({**settings.kafka_client_config(), "logger": _QuietLibrdkafkaLog()})
+
+
 def cluster_metadata(
     client: AdminClient | Consumer, topic: str | None = None, timeout: float = TIMEOUT_S
 ) -> ClusterMetadata:

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from confluent_kafka import KafkaException
 
-from riverbed.kafka_admin import cluster_metadata
+from riverbed.kafka_admin import cluster_metadata, quiet_admin
 from riverbed.kafka_jars import KafkaJars, KafkaJarsError
 from riverbed.settings import Settings
 
@@ -142,8 +142,6 @@ def cluster_health(
     ``expected``: brokers that should be registered (the local cluster's nodes).
     ``quorum``: also describe the controller quorum (runs a Kafka tool, ~1.5 s).
     """
-    from riverbed.broker import quiet_admin
-
     client = admin or quiet_admin(settings)
     wanted = {b.id: b.address for b in expected}
     try:
@@ -191,8 +189,6 @@ def cluster_health(
 def busiest_leader(settings: Settings) -> int:
     """The broker that leads the most partitions (internal topics included): the one
     whose loss moves the most leaders."""
-    from riverbed.broker import quiet_admin
-
     metadata = cluster_metadata(quiet_admin(settings), timeout=METADATA_TIMEOUT_S)
     leaders = Counter(
         p.leader for t in metadata.topics.values() for p in t.partitions.values() if p.leader >= 0

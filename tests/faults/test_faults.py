@@ -7,7 +7,6 @@ Run it alone with ``pytest -m fault``; ``make test`` runs it with everything els
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 import uuid
@@ -23,12 +22,15 @@ from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
 from riverbed.kafka_health import busiest_leader, cluster_health
 from riverbed.settings import Settings, load_settings
-from tests.support.faults import RecordingProducer, Supervised, check_lake_against
+from tests.support.faults import (
+    RecordingProducer,
+    Supervised,
+    check_lake_against,
+    kill_nodes,
+)
 from tests.support.flow_harness import (
     drained,
     lake_offsets,
-    start_flow,
-    stop_flow,
     wait_until,
 )
 
@@ -49,15 +51,6 @@ def fault_settings(cluster: LocalCluster, tmp_path: Path) -> Settings:
     )
 
 
-def kill_nodes(cluster: LocalCluster, *node_ids: int) -> float:
-    """kill -9 the nodes; returns when (time.monotonic()) they were killed."""
-    pids = cluster.status().pids
-    killed_at = time.monotonic()
-    for node_id in node_ids:
-        os.kill(pids[node_id], signal.SIGKILL)
-    return killed_at
-
-
 def test_kill_9_of_the_busiest_leader_loses_and_duplicates_nothing(
     cluster: LocalCluster, fault_settings: Settings, tmp_path: Path, record_property: object
 ) -> None:
@@ -65,18 +58,18 @@ def test_kill_9_of_the_busiest_leader_loses_and_duplicates_nothing(
     producer = RecordingProducer(fault_settings, rate=300).start()
     # As deployed: `riverbed flow run`, which restarts its processes if a Kafka client
     # gets stuck on librdkafka#5511 (the group coordinator's broker killed).
-    procs = start_flow(fault_settings, log, new_session=True)
+    flow = Supervised(fault_settings, log).start()
     try:
-        wait_until(lambda: bool(lake_offsets(fault_settings)), 90, "a lake commit", procs, log)
+        flow.run_until(lambda: bool(lake_offsets(fault_settings)), 90, "a lake commit")
         victim = busiest_leader(fault_settings)
         killed_at = kill_nodes(cluster, victim)
         time.sleep(20)
         producer.stop()
-        wait_until(drained(fault_settings), 240, "the flow to catch up", procs, log)
-        still_running = [p.poll() is None for p in procs]
+        flow.run_until(drained(fault_settings), 240, "the flow to catch up")
+        still_running = flow.running()
     finally:
-        stop_flow(procs)
-    assert still_running == [True], "the deployed flow stopped"
+        flow.stop()
+    assert flow.restarts == 0 and still_running, "the deployed flow stopped"
     record_property("worker_restarts", log.read_text().count("after a stuck Kafka client"))
     assert [d.error for d in producer.failed] == []
     recovered = producer.recovered_at(killed_at)
@@ -97,7 +90,7 @@ def test_a_flow_frozen_past_its_timeouts_duplicates_nothing(
     producer = RecordingProducer(settings, rate=200).start()
     flow = Supervised(settings, log).start()
     try:
-        wait_until(lambda: bool(lake_offsets(settings)), 90, "a lake commit", [], log)
+        flow.run_until(lambda: bool(lake_offsets(settings)), 90, "a lake commit")
         # As `docker pause` or a suspended VM: the whole deployment freezes. Its open
         # transactions time out after 10 s (RIVERBED_FLOW_TRANSACTION_TIMEOUT_S here),
         # and the broker aborts them on its next sweep (every 10 s), fencing them.
@@ -149,16 +142,17 @@ def test_a_flow_started_as_the_cluster_comes_up_does_not_die(
     log = tmp_path / "flow.log"
     cluster.stop()
     cluster.start()
-    procs = start_flow(fault_settings, log)
+    flow = Supervised(fault_settings, log).start()
     producer = RecordingProducer(fault_settings, rate=200).start()
     try:
         time.sleep(15)
         producer.stop()
-        wait_until(drained(fault_settings), 180, "the flow to catch up", procs, log)
-        still_running = [p.poll() is None for p in procs]
+        flow.run_until(drained(fault_settings), 180, "the flow to catch up")
+        still_running = flow.running()
     finally:
-        stop_flow(procs)
-    assert still_running == [True]
+        flow.stop()
+    assert flow.restarts == 0 and still_running, "the flow died at start-up"
+    assert "after a stuck Kafka client" not in log.read_text()  # no worker restarted either
     assert check_lake_against(fault_settings, producer) > 0
 
 
@@ -169,7 +163,7 @@ def test_losing_two_of_three_brokers_stops_writes_and_loses_nothing(
     producer = RecordingProducer(fault_settings, rate=200, delivery_timeout_s=20).start()
     flow = Supervised(fault_settings, log).start()
     try:
-        wait_until(lambda: bool(lake_offsets(fault_settings)), 90, "a lake commit", [], log)
+        flow.run_until(lambda: bool(lake_offsets(fault_settings)), 90, "a lake commit")
         kill_nodes(cluster, 2, 3)
         time.sleep(30)
         # The one node left has lost its controller quorum: no leader moves, no ISR

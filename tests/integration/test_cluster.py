@@ -8,7 +8,6 @@ every partition in sync when a test starts.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from riverbed.kafka_health import ClusterHealth, cluster_health
 from riverbed.settings import Settings
 from riverbed.topics import CATALOG, TopicSpec
 from tests.support.env import use_settings
+from tests.support.faults import kill_nodes
 from tests.support.flow_harness import read_topic
 
 pytestmark = pytest.mark.kafka
@@ -114,10 +114,6 @@ def test_apply_raises_the_replication_factor_by_reassignment(cluster: LocalClust
         admin.delete_topics([name])[name].result()
 
 
-def kill_node(cluster: LocalCluster, node_id: int) -> None:
-    os.kill(cluster.status().pids[node_id], signal.SIGKILL)
-
-
 def health_when(
     cluster: LocalCluster, wanted: Callable[[ClusterHealth], object], timeout: float = 90
 ) -> ClusterHealth:
@@ -143,7 +139,7 @@ def test_a_broker_down_is_named_by_status_and_by_dagster(
     assert all(e.passed for e in healthy.asset_events)
 
     node = cluster.node(2)
-    kill_node(cluster, node.id)
+    kill_nodes(cluster, node.id)
     # The controller fences a broker that stops heartbeating (broker.session.timeout.ms, 9 s)
     # and takes it out of every ISR.
     health = health_when(cluster, lambda h: h.down and h.under_replicated)

@@ -11,22 +11,23 @@ exactly once, whatever was killed meanwhile.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from producers.kafka_loop import PRODUCER_DEFAULTS
+from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
-from riverbed.contracts.payments import InvalidEvent, decode_transaction
+from riverbed.broker import LocalCluster
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 from tests.support.flow_harness import query, scan, start_flow, stop_flow
+from tests.support.topic_reader import valid_transaction_id
 
 
 @dataclass
@@ -95,18 +96,14 @@ class RecordingProducer:
                     Delivery(msg.value(), msg.partition(), ts, sent_at, time.monotonic(), err)
                 )
 
-            while True:
-                try:
-                    producer.produce(
-                        PAYMENTS_TRANSACTIONS,
-                        event.value,
-                        event.key,
-                        on_delivery=report,
-                        timestamp=timestamp_ms,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_when_room(
+                producer,
+                PAYMENTS_TRANSACTIONS,
+                event.value,
+                event.key,
+                on_delivery=report,
+                timestamp=timestamp_ms,
+            )
             self.sent += 1
             producer.poll(0)
             time.sleep(max(0.0, began + self.sent / self.rate - time.monotonic()))
@@ -140,14 +137,17 @@ class RecordingProducer:
 def valid_ids(deliveries: list[Delivery]) -> set[str]:
     """transaction_ids of the valid transactions among ``deliveries`` (the contract's
     decoder, as the flow checks them, nothing of the flow)."""
-    ids = set()
-    for d in deliveries:
-        try:
-            txn, _ = decode_transaction(d.value, datetime.fromtimestamp(d.timestamp_ms / 1e3, UTC))
-        except InvalidEvent:
-            continue
-        ids.add(txn.transaction_id)
-    return ids
+    ids = {valid_transaction_id(d.value, d.timestamp_ms) for d in deliveries}
+    return {i for i in ids if i is not None}
+
+
+def kill_nodes(cluster: LocalCluster, *node_ids: int) -> float:
+    """kill -9 the nodes; returns when (time.monotonic()) they were killed."""
+    pids = cluster.status().pids
+    killed_at = time.monotonic()
+    for node_id in node_ids:
+        os.kill(pids[node_id], signal.SIGKILL)
+    return killed_at
 
 
 def check_lake_against(settings: Settings, producer: RecordingProducer) -> int:
@@ -197,6 +197,9 @@ class Supervised:
 
     def signal(self, signum: int) -> None:
         os.killpg(self._procs[0].pid, signum)  # the whole deployment: parent and workers
+
+    def running(self) -> bool:
+        return self._procs[0].poll() is None
 
     def run_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

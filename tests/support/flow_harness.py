@@ -25,7 +25,7 @@ from flows.kafka_outputs import READ_COMMITTED
 from flows.payments import ensure_recovery_store, flow_commands, settings_env
 from flows.processor import PartitionProcessor
 from flows.records import AlertRecord, SourceBatch
-from producers.kafka_loop import PRODUCER_DEFAULTS
+from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed import lake
 from riverbed.kafka_admin import committed_offsets as kafka_committed
@@ -87,14 +87,9 @@ def produce(
         for j in range(i, min(i + chunk, len(events))):
             if timestamps_ms is not None:
                 extra["timestamp"] = timestamps_ms[j]
-            while True:
-                try:
-                    producer.produce(
-                        topic, events[j].value, events[j].key, on_delivery=report, **extra
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_when_room(
+                producer, topic, events[j].value, events[j].key, on_delivery=report, **extra
+            )
         producer.poll(0)
         if seconds is not None:
             due = began + seconds * (i + chunk) / len(events)
