@@ -144,7 +144,7 @@ class KafkaOutputs:
         self.transactional_id = transactional_id(settings.consumer_group, source_topic, partition)
         self._producer = Producer(
             {
-                **settings.kafka_client_config(),
+                **settings.kafka_client_config("flows"),
                 "transactional.id": self.transactional_id,
                 "enable.idempotence": True,
                 "acks": "all",
@@ -252,6 +252,10 @@ class KafkaOutputs:
         if self._open_since is None:
             self._checked(self._producer.begin_transaction)
             self._open_since = time.monotonic()
+            # Records of a transaction that was aborted (to redo it, or held while the
+            # lake was unavailable) go out again first, in their order.
+            for record in self._pending:
+                self._send(*record)
 
     def publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[AlertRecord]) -> int:
         """Add records to the open transaction (opening one); how many."""
@@ -340,9 +344,22 @@ class KafkaOutputs:
         )
         self._checked(self._producer.abort_transaction, _TIMEOUT_S)
         self._open_since = None
-        self._begin()
-        for record in self._pending:
-            self._send(*record)
+        self._begin()  # publishes the records again
+
+    def hold(self) -> None:
+        """Abort the open transaction but keep its records, published again when the next
+        one opens: the flow waits for the lake (:mod:`flows.lake_outage`), and a
+        transaction left open meanwhile would outlive ``transaction.timeout.ms``, be
+        aborted by the broker, and get this producer fenced."""
+        with self._lock:
+            if self._open_since is None:
+                return
+            log.info(
+                "holding the open Kafka transaction's records while the lake is unavailable",
+                extra={"part": self.partition, "records": len(self._pending)},
+            )
+            self._checked(self._producer.abort_transaction, _TIMEOUT_S)
+            self._open_since = None
 
     def _read_committed(self) -> int:
         found = committed_offsets(self._group, self.source_topic, [self.partition])

@@ -47,7 +47,7 @@ def part_number(name: str) -> int:
 
 def consumer_config(settings: Settings, **overrides: str | int | bool) -> dict:
     conf: dict = {
-        **settings.kafka_client_config(),
+        **settings.kafka_client_config("flows"),
         "group.id": settings.consumer_group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,

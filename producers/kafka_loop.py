@@ -72,7 +72,8 @@ class ProduceSummary:
     failed: int
     undelivered: int  # still in flight when the final flush gave up
     elapsed_s: float  # from the first message to the end of the final flush
-    stopped_by: str  # "count", "duration", "exhausted" (no more messages) or "interrupted"
+    # "count", "duration", "exhausted" (no more messages), "interrupted" or "refused"
+    stopped_by: str
     first_error: str | None = None
     seed: int | None = None  # for producers that generate: the seed they used
 
@@ -106,7 +107,7 @@ def producer_config(
     settings: Settings, overrides: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The client settings (servers, security) plus the producer defaults, then overrides."""
-    return {**settings.kafka_client_config(), **PRODUCER_DEFAULTS, **(overrides or {})}
+    return {**settings.kafka_client_config("producer"), **PRODUCER_DEFAULTS, **(overrides or {})}
 
 
 def produce(
@@ -132,19 +133,19 @@ def produce(
     if rate is not None and rate < 0:
         raise ValueError("rate must be >= 0 (0: as fast as possible)")
     deliveries = _DeliveryCounter()
+    stop = _StopRequest()
     producer = Producer(
         {
             **config,
             "on_delivery": deliveries.on_delivery,
             "delivery.report.only.error": True,
-            "error_cb": _log_client_error,
+            "error_cb": stop.on_client_error,
         }
     )
     pairs = _as_pairs(messages)
     if count is not None:
         pairs = islice(pairs, count)
     report = _Progress(topic, producer, deliveries, progress, progress_interval_s)
-    stop = _StopRequest()
     with stop.on_signals():
         sent, started, stopped_by = _send_all(
             producer,
@@ -156,7 +157,7 @@ def produce(
             stop=stop,
             report=report,
         )
-    undelivered = _flush(producer, flush_timeout_s)
+    undelivered = _flush(producer, flush_timeout_s, stop)
     elapsed = time.monotonic() - started
     summary = ProduceSummary(
         topic=topic,
@@ -165,8 +166,8 @@ def produce(
         failed=deliveries.failed,
         undelivered=undelivered,
         elapsed_s=elapsed,
-        stopped_by=stopped_by,
-        first_error=deliveries.first_error,
+        stopped_by="refused" if stop.refused else stopped_by,
+        first_error=stop.refused or deliveries.first_error,
     )
     if not summary.ok:
         log.warning("%s", summary.line())
@@ -207,7 +208,7 @@ def _send_all(
             if now >= deadline:
                 return sent, started, "duration"
             if stop.requested:
-                return sent, started, "interrupted"
+                return sent, started, "interrupted"  # or refused: see produce()
             report.maybe(now, sent)
             if seconds_per_message:
                 # Against the start, not the last chunk: no drift, and a slow
@@ -258,10 +259,21 @@ def _sleep_until(when: float, stop: _StopRequest) -> None:
         time.sleep(min(remaining, _MAX_SLEEP_S))
 
 
-def _flush(producer: Producer, timeout_s: float) -> int:
-    """Wait for what is in flight; return how many messages are still undelivered."""
+def _flush(producer: Producer, timeout_s: float, stop: _StopRequest) -> int:
+    """Wait for what is in flight; return how many messages are still undelivered.
+
+    When the cluster refused the producer (wrong credentials), nothing in flight can
+    arrive: its messages are dropped at once (they count as failed) instead of
+    waiting out the timeout.
+    """
+    deadline = time.monotonic() + timeout_s
     try:
-        return producer.flush(timeout_s)
+        while len(producer) and not stop.refused and time.monotonic() < deadline:
+            producer.flush(min(0.5, max(deadline - time.monotonic(), 0)))
+        if stop.refused:
+            producer.purge()
+            producer.flush(1.0)  # serves the purged messages' delivery reports
+        return len(producer)
     except KeyboardInterrupt:
         log.warning("flush interrupted; %d messages may be undelivered", len(producer))
         return len(producer)
@@ -294,12 +306,6 @@ class _DeliveryCounter:
         if self.first_error is None:
             self.first_error = str(err)
             log.error("delivery to %s failed: %s", msg.topic(), err)
-
-
-def _log_client_error(err: KafkaError) -> None:
-    # Connection trouble: librdkafka keeps retrying until message.timeout.ms,
-    # after which the affected messages fail through on_delivery.
-    log.warning("kafka client: %s", err)
 
 
 class _Progress:
@@ -349,6 +355,23 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.refused: str | None = None  # why the cluster refused this client, if it did
+
+    def on_client_error(self, err: KafkaError) -> None:
+        """librdkafka's error_cb. Connection trouble passes: librdkafka retries until
+        message.timeout.ms, after which the affected messages fail through on_delivery.
+        Refused credentials do not pass: stop sending at once and say so."""
+        if err.code() != KafkaError._AUTHENTICATION and not err.fatal():
+            log.warning("kafka client: %s", err)
+            return
+        if self.refused is None:
+            self.refused = f"Kafka refused this producer: {err.str()}"
+            log.error(
+                "%s. Check RIVERBED_KAFKA_SASL_USERNAME and RIVERBED_KAFKA_SASL_PASSWORD_FILE "
+                "(or, on Riverbed's secured cluster, its users' files in kafka/secrets/users)",
+                self.refused,
+            )
+        self.requested = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:

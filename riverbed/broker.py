@@ -13,6 +13,8 @@ Everything lives under ``settings.kafka_dir``::
       dist/<version>/libs/     the jars, fetched once from Maven Central (riverbed.kafka_jars)
       cluster.json             the cluster id and the number of nodes, fixed at formatting
       cluster.lock             serialises start, stop and restart between processes
+      secrets/                 secured mode only: CA, certificates, users' passwords
+                               (riverbed.kafka_security)
       node-1/
         server.properties      rewritten from the settings on every start
         data/                  log.dirs: topics, consumer offsets, the metadata log
@@ -44,6 +46,7 @@ from pathlib import Path
 import psutil
 from confluent_kafka import KafkaError, KafkaException
 
+from riverbed import kafka_security
 from riverbed.kafka_admin import quiet_admin
 from riverbed.kafka_health import cluster_health, wait_in_sync
 from riverbed.kafka_jars import LOG4J_CONFIG, LOG_TAIL_LINES, KafkaJars, java, last_lines
@@ -192,6 +195,11 @@ def server_properties(settings: Settings, node: Node) -> dict[str, str]:
         "auto.create.topics.enable": "false",
         # Consumers of a local cluster start together: do not make the first wait 3 s.
         "group.initial.rebalance.delay.ms": "0",
+        **(
+            kafka_security.server_properties(settings, node.client_port, node.controller_port)
+            if settings.kafka_secure
+            else {}
+        ),
     }
 
 
@@ -346,9 +354,14 @@ class LocalCluster:
         for node in nodes:
             self._check_ports_free(node)
         self.jars.fetch()
+        if self.settings.kafka_secure:
+            kafka_security.ensure_secrets(self.settings)
         for node in nodes:
             node.logs_dir.mkdir(parents=True, exist_ok=True)
-            node.config_path.write_text(render_server_properties(self.settings, node))
+            # Private: in secured mode it holds the admin's and the keystore's passwords.
+            kafka_security.write_private(
+                node.config_path, render_server_properties(self.settings, node)
+            )
         self._format_once(nodes)
         # server.log outlives starts: remember where this start's lines begin.
         marks = {node.id: _size(node.server_log) for node in nodes}
@@ -373,13 +386,15 @@ class LocalCluster:
             reason = "; ".join(reasons) or f"{exc}; stopped what had started"
             tails = "\n".join(self._log_tail(node, marks[node.id]) for node in nodes)
             raise BrokerError(f"{reason}.\n{tails}") from None
+        if self.settings.kafka_secure:
+            kafka_security.ensure_users_and_acls(self.settings)
 
     def _check_settings(self) -> None:
         if self.settings.kafka_security_protocol != "PLAINTEXT":
             raise BrokerError(
-                "the local cluster speaks PLAINTEXT only, but RIVERBED_KAFKA_SECURITY_PROTOCOL="
-                f"{self.settings.kafka_security_protocol}: unset it, or name your secured "
-                "cluster with RIVERBED_KAFKA_BOOTSTRAP"
+                "the local cluster sets its own security (RIVERBED_KAFKA_SECURE), but "
+                f"RIVERBED_KAFKA_SECURITY_PROTOCOL={self.settings.kafka_security_protocol}: "
+                "unset it, or name your secured cluster with RIVERBED_KAFKA_BOOTSTRAP"
             )
 
     def _check_layout(self) -> None:
@@ -389,7 +404,18 @@ class LocalCluster:
             self._adopt_single_node_layout(legacy)
         if not self.shape_file.is_file():
             return
-        formatted = json.loads(self.shape_file.read_text())["brokers"]
+        shape = json.loads(self.shape_file.read_text())
+        formatted = shape["brokers"]
+        secure = shape.get("secure", False)
+        if secure != self.settings.kafka_secure:
+            mode, other = ("secured", "false") if secure else ("plaintext", "true")
+            raise BrokerError(
+                f"the cluster in {self.kafka_dir} was formatted {mode}, and its users and "
+                f"listeners are fixed then, but RIVERBED_KAFKA_SECURE={other}. Start it as it "
+                f"was formatted (RIVERBED_KAFKA_SECURE={'true' if secure else 'false'}), or "
+                f"stop it and delete {self.kafka_dir}/node-* and {self.shape_file.name} to "
+                "start a new cluster (its topics are lost)."
+            )
         if formatted != len(self.nodes):
             raise BrokerError(
                 f"RIVERBED_KAFKA_BROKERS={len(self.nodes)}, but the cluster in {self.kafka_dir} "
@@ -419,7 +445,9 @@ class LocalCluster:
         node.dir.mkdir(parents=True, exist_ok=True)
         legacy.rename(node.data_dir)
         cluster_id = (self.kafka_dir / "cluster.id").read_text().strip()
-        _write_atomically(self.shape_file, json.dumps({"cluster_id": cluster_id, "brokers": 1}))
+        kafka_security.write_private(
+            self.shape_file, json.dumps({"cluster_id": cluster_id, "brokers": 1})
+        )
         log.info("moved %s to %s (the cluster layout)", legacy, node.data_dir)
 
     def _check_ports_free(self, node: Node) -> None:
@@ -446,14 +474,21 @@ class LocalCluster:
         cluster_id = self._cluster_id()
         for node in unformatted:
             log.info("formatting KRaft storage of %s (cluster id %s) ...", node.name, cluster_id)
-            self.jars.run(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(node.config_path))
+            args = ["format", "-t", cluster_id, "-c", str(node.config_path)]
+            if self.settings.kafka_secure:
+                args += kafka_security.format_arguments(self.settings)
+            self.jars.run(STORAGE_TOOL, *args, private=self.settings.kafka_secure)
 
     def _cluster_id(self) -> str:
         if self.shape_file.is_file():
             return json.loads(self.shape_file.read_text())["cluster_id"]
         cluster_id = self.jars.run(STORAGE_TOOL, "random-uuid").strip().splitlines()[-1]
-        shape = {"cluster_id": cluster_id, "brokers": len(self.nodes)}
-        _write_atomically(self.shape_file, json.dumps(shape) + "\n")
+        shape = {
+            "cluster_id": cluster_id,
+            "brokers": len(self.nodes),
+            "secure": self.settings.kafka_secure,
+        }
+        kafka_security.write_private(self.shape_file, json.dumps(shape) + "\n")
         return cluster_id
 
     def _launch(self, node: Node) -> subprocess.Popen[bytes]:
@@ -478,7 +513,7 @@ class LocalCluster:
                 start_new_session=True,
             )
         _launched[process.pid] = process
-        _write_atomically(node.pid_file, f"{process.pid}\n")
+        kafka_security.write_private(node.pid_file, f"{process.pid}\n")
         return process
 
     def _log_tail(self, node: Node, server_log_mark: int) -> str:
@@ -732,13 +767,6 @@ def _reap(pid: int) -> None:
     child = _launched.pop(pid, None)
     if child is not None:
         child.wait(timeout=1.0)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # Readers (status from another process) never see a half-written file.
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text)
-    partial.replace(path)
 
 
 def _size(path: Path) -> int:

@@ -1,6 +1,6 @@
 """The ``riverbed`` command: run each part of the platform on its own.
 
-    riverbed kafka start|stop|status|restart [--brokers N] [--rolling]
+    riverbed kafka start|stop|status|restart [--brokers N] [--secure] [--rolling]
     riverbed topics apply|describe
     riverbed produce payments [--rate N] [--count N | --duration S] [--seed S]
     riverbed flow run payments [--processes N] [--no-recovery]
@@ -36,8 +36,13 @@ def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
     from riverbed.kafka_jars import KafkaJarsError
 
     logging.getLogger("riverbed.broker").setLevel(logging.INFO)
+    overrides: dict[str, object] = {}
     if args.brokers is not None:
-        settings = load_settings(kafka_brokers=args.brokers)
+        overrides["kafka_brokers"] = args.brokers
+    if args.secure:
+        overrides["kafka_secure"] = True
+    if overrides:
+        settings = load_settings(**overrides)
     cluster = LocalCluster(settings)
     try:
         if args.action == "start":
@@ -119,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("action", choices=["start", "stop", "restart", "status"])
     kafka.add_argument(
         "--brokers", type=int, help="nodes of the local cluster (RIVERBED_KAFKA_BROKERS)"
+    )
+    kafka.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL/SCRAM over TLS with a user and ACLs per role (RIVERBED_KAFKA_SECURE; "
+        "export that for the other commands)",
     )
     kafka.add_argument(
         "--rolling",

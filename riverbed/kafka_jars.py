@@ -103,18 +103,36 @@ class KafkaJars:
         )
         return self.libs_dir
 
-    def run(self, main_class: str, *args: str, timeout: float = TOOL_TIMEOUT_S) -> str:
-        """Run one of Kafka's command-line tools; return its stdout, raise on failure."""
+    def run(
+        self,
+        main_class: str,
+        *args: str,
+        timeout: float = TOOL_TIMEOUT_S,
+        private: bool = False,
+    ) -> str:
+        """Run one of Kafka's command-line tools; return its stdout, raise on failure.
+
+        ``private``: some argument is a secret. The tool's main class and arguments then
+        go in a java @argfile (JDK 9+) readable by this user only and deleted after the
+        run, instead of on the command line, which every user of the machine can read.
+        """
         self.fetch()
         # No log4j2 configuration: log4j2's built-in default prints only errors,
         # which is all we want from a one-shot tool.
-        command = [java(), *_TOOL_JVM_OPTIONS, "-cp", self.java_classpath(), main_class, *args]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise KafkaJarsError(f"{main_class} did not finish within {timeout:.0f} s") from None
+        command = [java(), *_TOOL_JVM_OPTIONS, "-cp", self.java_classpath()]
+        with contextlib.ExitStack() as stack:
+            if private:
+                command.append("@" + str(stack.enter_context(_argfile(main_class, *args))))
+            else:
+                command += [main_class, *args]
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=timeout, check=False
+                )
+            except subprocess.TimeoutExpired:
+                raise KafkaJarsError(
+                    f"{main_class} did not finish within {timeout:.0f} s"
+                ) from None
         if done.returncode != 0:
             output = "\n".join(last_lines(done.stdout + done.stderr, LOG_TAIL_LINES))
             tool = main_class.rsplit(".", 1)[-1]
@@ -142,34 +160,50 @@ class KafkaJars:
 
 
 def java_client_properties(settings: Settings) -> dict[str, str]:
-    """The Java client's names for the settings librdkafka gets from kafka_client_config()."""
-    props = {"security.protocol": settings.kafka_security_protocol}
-    if settings.kafka_sasl_mechanism:
-        props["sasl.mechanism"] = settings.kafka_sasl_mechanism
+    """The Java client's names for the admin's librdkafka settings (kafka_client_config())."""
+    conf = settings.kafka_client_config()
+    props = {"security.protocol": conf["security.protocol"]}
+    if "sasl.mechanism" in conf:
+        props["sasl.mechanism"] = conf["sasl.mechanism"]
         module = (
             "org.apache.kafka.common.security.plain.PlainLoginModule"
-            if settings.kafka_sasl_mechanism == "PLAIN"
+            if conf["sasl.mechanism"] == "PLAIN"
             else "org.apache.kafka.common.security.scram.ScramLoginModule"
         )
-        user = _jaas_quote(settings.kafka_sasl_username or "")
-        password = _jaas_quote(settings.kafka_sasl_password or "")
+        user = _jaas_quote(conf.get("sasl.username", ""))
+        password = _jaas_quote(conf.get("sasl.password", ""))
         props["sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
-    if settings.kafka_ssl_ca_location:
+    if "ssl.ca.location" in conf:
         # Java reads a PEM bundle as a trust store since Kafka 2.7 (KIP-651).
         props["ssl.truststore.type"] = "PEM"
-        props["ssl.truststore.location"] = settings.kafka_ssl_ca_location
+        props["ssl.truststore.location"] = conf["ssl.ca.location"]
     return props
 
 
 @contextlib.contextmanager
 def client_properties_file(settings: Settings) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="riverbed-client-") as tmp:
-        path = Path(tmp) / "client.properties"
+    lines = [f"{k}={_properties_escape(v)}" for k, v in java_client_properties(settings).items()]
+    with _private_file("client.properties", "\n".join(lines) + "\n") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def _argfile(*args: str) -> Iterator[Path]:
+    # Every argument quoted; inside quotes an argfile takes backslash as an escape.
+    quoted = ['"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args]
+    with _private_file("java.args", " ".join(quoted) + "\n") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def _private_file(name: str, text: str) -> Iterator[Path]:
+    """``text`` in a file readable by this user only, deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix="riverbed-") as tmp:
+        path = Path(tmp) / name
         # Created 0600 before anything secret is written to it.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            for key, value in java_client_properties(settings).items():
-                handle.write(f"{key}={_properties_escape(value)}\n")
+            handle.write(text)
         yield path
 
 

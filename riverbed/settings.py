@@ -10,13 +10,22 @@ environment variable and says what is wrong with it.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RIVERBED_"
+
+
+# Which job a Kafka client does; against the secured local cluster, also its user.
+KafkaRole = Literal["admin", "producer", "flows"]
+
+# Settings that hold secrets; each has a ``<name>_file`` twin.
+_SECRETS = ("kafka_sasl_password", "kafka_ssl_key_password")
 
 
 class SettingsError(ValueError):
@@ -65,14 +74,27 @@ class Settings(BaseSettings):
         "shared cache for CI or tests). Unset: RIVERBED_HOME/kafka/dist/<version>, fetched once.",
     )
     kafka_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="Local broker's -Xmx.")
+    kafka_secure: bool = Field(
+        False,
+        description="Run the local cluster secured: SASL/SCRAM-SHA-512 over TLS, a user and "
+        "ACLs per role (riverbed.kafka_security). Fixed when the cluster is formatted.",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
+    # Secrets: SecretStr keeps them out of reprs, logs and Dagster metadata; the *_file
+    # twin is what child processes get (see to_env).
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="A file holding the SASL password (its first line)."
+    )
     kafka_ssl_ca_location: str | None = None
     kafka_ssl_certificate_location: str | None = None
     kafka_ssl_key_location: str | None = None
-    kafka_ssl_key_password: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_key_password_file: Path | None = Field(
+        None, description="A file holding the client key's password (its first line)."
+    )
     kafka_replication_factor: int | None = Field(
         None,
         ge=1,
@@ -157,12 +179,49 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> Settings:
+        password = self.kafka_sasl_password or self.kafka_sasl_password_file
         if self.kafka_security_protocol.startswith("SASL") and not (
-            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and password
         ):
             raise ValueError(
                 "RIVERBED_KAFKA_SECURITY_PROTOCOL is SASL_*: set RIVERBED_KAFKA_SASL_MECHANISM, "
-                "RIVERBED_KAFKA_SASL_USERNAME and RIVERBED_KAFKA_SASL_PASSWORD"
+                "RIVERBED_KAFKA_SASL_USERNAME and RIVERBED_KAFKA_SASL_PASSWORD_FILE (or "
+                "RIVERBED_KAFKA_SASL_PASSWORD)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _secrets_readable(self) -> Settings:
+        for name in _SECRETS:
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()} and {ENV_PREFIX}{name.upper()}_FILE are both "
+                    "set: keep one (the file, so the secret stays out of environments)"
+                )
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()}_FILE={str(path)!r}: no readable file there"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _secure_is_local(self) -> Settings:
+        if not self.kafka_secure:
+            return self
+        if not self.manages_local_broker:
+            raise ValueError(
+                "RIVERBED_KAFKA_SECURE secures the cluster Riverbed runs, but "
+                "RIVERBED_KAFKA_BOOTSTRAP names one of yours: describe its security with "
+                "RIVERBED_KAFKA_SECURITY_PROTOCOL, RIVERBED_KAFKA_SASL_* and "
+                "RIVERBED_KAFKA_SSL_* instead"
+            )
+        if self.kafka_security_protocol != "PLAINTEXT":
+            raise ValueError(
+                "RIVERBED_KAFKA_SECURE sets the local cluster's security itself: unset "
+                "RIVERBED_KAFKA_SECURITY_PROTOCOL"
             )
         return self
 
@@ -229,8 +288,32 @@ class Settings(BaseSettings):
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 
-    def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka settings shared by every client: servers and security."""
+    @property
+    def secure_local(self) -> bool:
+        """Riverbed runs the cluster, secured (riverbed.kafka_security)."""
+        return self.kafka_secure and self.manages_local_broker
+
+    def kafka_client_config(self, role: KafkaRole = "admin") -> dict[str, str]:
+        """librdkafka settings shared by every client: servers and security.
+
+        ``role`` says which job the client does. Against the secured local cluster each
+        role logs in as its own user, whose ACLs allow that job only; otherwise every
+        role uses the RIVERBED_KAFKA_SASL_* user, if any.
+        """
+        if self.secure_local:
+            from riverbed import kafka_security  # the secrets live with the cluster
+
+            conf = {
+                "bootstrap.servers": self.bootstrap_servers,
+                **kafka_security.client_config(self, self.kafka_sasl_username or role),
+            }
+            given = self.secret("kafka_sasl_password")  # an operator's own credentials
+            return conf if given is None else {**conf, "sasl.password": given}
+        if self.manages_local_broker and self._local_cluster_is_secure():
+            raise SettingsError(
+                f"the local Kafka cluster in {self.kafka_dir} runs secured: set "
+                "RIVERBED_KAFKA_SECURE=true for every Riverbed command that uses it"
+            )
         conf: dict[str, str] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.kafka_security_protocol,
@@ -238,19 +321,50 @@ class Settings(BaseSettings):
         optional = {
             "sasl.mechanism": self.kafka_sasl_mechanism,
             "sasl.username": self.kafka_sasl_username,
-            "sasl.password": self.kafka_sasl_password,
+            "sasl.password": self.secret("kafka_sasl_password"),
             "ssl.ca.location": self.kafka_ssl_ca_location,
             "ssl.certificate.location": self.kafka_ssl_certificate_location,
             "ssl.key.location": self.kafka_ssl_key_location,
-            "ssl.key.password": self.kafka_ssl_key_password,
+            "ssl.key.password": self.secret("kafka_ssl_key_password"),
         }
         conf.update({k: v for k, v in optional.items() if v})
         return conf
 
+    def _local_cluster_is_secure(self) -> bool:
+        # riverbed.broker records how the cluster was formatted; a plaintext client
+        # would otherwise only time out against its TLS listeners.
+        try:
+            return bool(json.loads((self.kafka_dir / "cluster.json").read_text()).get("secure"))
+        except (OSError, ValueError):
+            return False
+
+    def secret(self, name: str) -> str | None:
+        """A secret's value, given directly or read from its ``*_file``."""
+        value: SecretStr | None = getattr(self, name)
+        if value is not None:
+            return value.get_secret_value()
+        path: Path | None = getattr(self, f"{name}_file")
+        if path is None:
+            return None
+        lines = path.read_text().splitlines()
+        return lines[0] if lines else ""
+
     def to_env(self) -> dict[str, str]:
-        """These settings as ``RIVERBED_*`` variables, for a child process to read back."""
+        """These settings as ``RIVERBED_*`` variables, for a child process to read back.
+
+        Secrets are never among them: a child's environment is readable by every process
+        of the user (/proc/<pid>/environ) and ends up in crash reports. A secret given as
+        a file travels as that file's path; one given directly stops here, with what to do.
+        """
         env = {}
         for name, value in self.model_dump(exclude_none=True).items():
+            if name in _SECRETS:
+                raise SettingsError(
+                    f"{ENV_PREFIX}{name.upper()} is set, and Riverbed does not put secrets "
+                    "in the environment of the processes it starts (flows, Dagster). Write "
+                    "it to a file only you can read and set "
+                    f"{ENV_PREFIX}{name.upper()}_FILE to its path instead."
+                )
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,8 @@ TEST_HOME = Path(os.environ.get("RIVERBED_TEST_HOME", REPO / ".riverbed-test"))
 TEST_PORT = int(os.environ.get("RIVERBED_TEST_KAFKA_PORT", "19092"))
 # The three-node cluster of the cluster and fault tests: client ports from here on.
 CLUSTER_PORT = TEST_PORT + 10
+# The secured three-node cluster of tests/integration/test_secure.py.
+SECURE_PORT = TEST_PORT + 20
 # Read at import, before any test's environment is cleared.
 SHARED_DIST = os.environ.get("RIVERBED_KAFKA_DIST")
 
@@ -107,6 +110,26 @@ def cluster_session(kafka_dist: Path) -> Iterator[LocalCluster]:
     settings = load_settings(
         home=TEST_HOME / "cluster", kafka_port=CLUSTER_PORT, kafka_brokers=3, kafka_dist=kafka_dist
     )
+    with running(LocalCluster(settings)) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def secure_cluster(kafka_dist: Path) -> Iterator[LocalCluster]:
+    """A secured three-node cluster (SASL/SCRAM over TLS, ACLs), new for the module that
+    uses it and stopped after it."""
+    settings = load_settings(
+        home=TEST_HOME / "secure",
+        kafka_port=SECURE_PORT,
+        kafka_brokers=3,
+        kafka_secure=True,
+        kafka_dist=kafka_dist,
+        flush_interval_s=1,
+    )
+    # New secrets, users, ACLs and lake every time (a run interrupted before may have
+    # left its cluster running: stop that first).
+    LocalCluster(settings).stop()
+    shutil.rmtree(settings.home, ignore_errors=True)
     with running(LocalCluster(settings)) as cluster:
         yield cluster
 

@@ -65,11 +65,16 @@ def test_sasl_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
-def test_security_settings_pass_through_to_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+def external_sasl_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An external SASL_SSL cluster with SCRAM, a password still to give."""
     monkeypatch.setenv("RIVERBED_KAFKA_BOOTSTRAP", "broker:9093")
     monkeypatch.setenv("RIVERBED_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("RIVERBED_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("RIVERBED_KAFKA_SASL_USERNAME", "riverbed")
+
+
+def test_security_settings_pass_through_to_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    external_sasl_cluster(monkeypatch)
     monkeypatch.setenv("RIVERBED_KAFKA_SASL_PASSWORD", "s3cret")
     monkeypatch.setenv("RIVERBED_KAFKA_SSL_CA_LOCATION", "/etc/ca.pem")
     conf = load_settings().kafka_client_config()
@@ -88,3 +93,47 @@ def test_to_env_round_trips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     for key, value in original.to_env().items():
         monkeypatch.setenv(key, value)
     assert load_settings() == original
+
+
+def test_a_password_given_directly_never_reaches_a_child_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    external_sasl_cluster(monkeypatch)
+    monkeypatch.setenv("RIVERBED_KAFKA_SASL_PASSWORD", "s3cret")
+    settings = load_settings()
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())
+    with pytest.raises(SettingsError, match="RIVERBED_KAFKA_SASL_PASSWORD_FILE"):
+        settings.to_env()
+
+
+def test_a_password_file_travels_as_its_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    external_sasl_cluster(monkeypatch)
+    monkeypatch.setenv("RIVERBED_KAFKA_SASL_PASSWORD_FILE", str(secret))
+    settings = load_settings()
+    assert settings.kafka_client_config()["sasl.password"] == "s3cret"
+    env = settings.to_env()
+    assert env["RIVERBED_KAFKA_SASL_PASSWORD_FILE"] == str(secret)
+    assert not any("s3cret" in value for value in env.values())
+
+
+def test_a_missing_password_file_or_two_passwords_fail_fast(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RIVERBED_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "absent"))
+    with pytest.raises(SettingsError, match=r"RIVERBED_KAFKA_SASL_PASSWORD_FILE=.*no readable"):
+        load_settings()
+    (tmp_path / "absent").write_text("x\n")
+    monkeypatch.setenv("RIVERBED_KAFKA_SASL_PASSWORD", "y")
+    with pytest.raises(SettingsError, match="both set"):
+        load_settings()
+
+
+def test_secure_is_for_the_local_cluster_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIVERBED_KAFKA_SECURE", "true")
+    monkeypatch.setenv("RIVERBED_KAFKA_BOOTSTRAP", "broker:9093")
+    with pytest.raises(SettingsError, match="RIVERBED_KAFKA_SECURE secures the cluster Riverbed"):
+        load_settings()
