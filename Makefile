@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 DBT_MANIFEST := dbt/target/manifest.json
 DBT_SOURCES  := $(shell find dbt -name '*.sql' -o -name '*.yml' | grep -v -e '^dbt/target/' -e '^dbt/logs/')
 
-.PHONY: setup browser run test lint bench clean
+.PHONY: setup debian-packages run test lint bench clean
 
 setup: $(STAMP) $(DBT_MANIFEST)
 
@@ -23,18 +23,23 @@ $(DBT_MANIFEST): $(STAMP) $(DBT_SOURCES)
 	$(VENV)/bin/dbt parse --project-dir dbt --profiles-dir dbt --quiet
 	@touch $@
 
-# Debian's Chromium, for the test that opens the Dagster UI headless.
-browser:
-	@command -v chromium >/dev/null || { \
-		echo "installing Debian's chromium for the UI test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# Debian's packages: Chromium, for the test that opens the Dagster UI headless, and
+# Prometheus, whose promtool checks every metric the platform exposes.
+debian-packages:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian's$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 run: setup
 	$(PY) -m orchestration.platform
 
 # The test session starts its own broker (port 19092, .riverbed-test/) and
 # stops it at the end, also when a test fails or the run is interrupted.
-test: setup browser
+test: setup debian-packages
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

@@ -47,6 +47,9 @@ run_coordinator:
     dequeue_use_threads: true
 telemetry:
   enabled: false
+# No "Join the Dagster community" modal over the UI on a new instance's first visit.
+nux:
+  enabled: false
 """
 
 

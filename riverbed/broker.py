@@ -49,7 +49,14 @@ from confluent_kafka import KafkaError, KafkaException
 from riverbed import kafka_security
 from riverbed.kafka_admin import quiet_admin
 from riverbed.kafka_health import cluster_health, wait_in_sync
-from riverbed.kafka_jars import LOG4J_CONFIG, LOG_TAIL_LINES, KafkaJars, java, last_lines
+from riverbed.kafka_jars import (
+    JMX_EXPORTER_RULES,
+    LOG4J_CONFIG,
+    LOG_TAIL_LINES,
+    KafkaJars,
+    java,
+    last_lines,
+)
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.broker")
@@ -90,6 +97,11 @@ class Node:
     client_port: int
     controller_port: int
     dir: Path
+    metrics_port: int  # Prometheus exposition of the node's JMX metrics
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.metrics_port}/metrics"
 
     @property
     def address(self) -> str:
@@ -159,6 +171,7 @@ def cluster_nodes(settings: Settings) -> tuple[Node, ...]:
             client_port=settings.kafka_port + n - 1,
             controller_port=settings.controller_port + n - 1,
             dir=settings.kafka_dir / f"node-{n}",
+            metrics_port=settings.metrics_port + n - 1,
         )
         for n in range(1, settings.kafka_brokers + 1)
     )
@@ -219,13 +232,17 @@ def initial_heap(max_heap: str) -> str:
     return f"{max(megabytes // 2, 1)}m"
 
 
-def jvm_options(settings: Settings, node: Node) -> list[str]:
+def jvm_options(settings: Settings, node: Node, agent: Path) -> list[str]:
+    """The node's JVM options; ``agent`` is the Prometheus JMX exporter's jar."""
     return [
         f"-Xmx{settings.kafka_heap}",
         f"-Xms{initial_heap(settings.kafka_heap)}",
         *_GC_OPTIONS,
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         f"-Dkafka.logs.dir={node.logs_dir}",
+        # The exporter serves /metrics from inside the JVM: the broker's own MBeans,
+        # renamed by the rules (kafka_dist/jmx_exporter.yaml), and the JVM's.
+        f"-javaagent:{agent}={HOST}:{node.metrics_port}:{JMX_EXPORTER_RULES}",
     ]
 
 
@@ -455,8 +472,15 @@ class LocalCluster:
             "client": "set RIVERBED_KAFKA_PORT (node n takes that port + n - 1)",
             "controller": "set RIVERBED_KAFKA_CONTROLLER_PORT (node n takes that port + n - 1; "
             "by default the controller ports follow the last client port)",
+            "metrics": "set RIVERBED_KAFKA_METRICS_PORT (node n takes that port + n - 1; "
+            "by default the metrics ports follow the last controller port)",
         }
-        for port, role in ((node.client_port, "client"), (node.controller_port, "controller")):
+        ports = (
+            (node.client_port, "client"),
+            (node.controller_port, "controller"),
+            (node.metrics_port, "metrics"),
+        )
+        for port, role in ports:
             if _port_is_free(port):
                 continue
             raise BrokerError(
@@ -494,7 +518,7 @@ class LocalCluster:
     def _launch(self, node: Node) -> subprocess.Popen[bytes]:
         command = [
             java(),
-            *jvm_options(self.settings, node),
+            *jvm_options(self.settings, node, self.jars.jmx_exporter_agent()),
             "-cp",
             self.jars.java_classpath(),
             MAIN_CLASS,

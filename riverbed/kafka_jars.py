@@ -40,6 +40,9 @@ _TOOL_JVM_OPTIONS = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 _DIST_FILES = Path(__file__).with_name("kafka_dist")
 POM = _DIST_FILES / "pom.xml"
 LOG4J_CONFIG = _DIST_FILES / "log4j2.yaml"
+JMX_EXPORTER_RULES = _DIST_FILES / "jmx_exporter.yaml"
+# Pinned in pom.xml too (jmx.exporter.version); the jar copy-dependencies names.
+JMX_EXPORTER_JAR = "jmx_prometheus_javaagent-1.0.1.jar"
 
 
 class KafkaJarsError(RuntimeError):
@@ -64,7 +67,12 @@ class KafkaJars:
         return str(self.libs_dir / "*")
 
     def is_fetched(self) -> bool:
-        return (self.libs_dir / f"kafka_2.13-{self.settings.kafka_version}.jar").is_file()
+        kafka = self.libs_dir / f"kafka_2.13-{self.settings.kafka_version}.jar"
+        return kafka.is_file() and (self.libs_dir / JMX_EXPORTER_JAR).is_file()
+
+    def jmx_exporter_agent(self) -> Path:
+        """The Prometheus JMX exporter's Java agent, fetched with Kafka's jars."""
+        return self.fetch() / JMX_EXPORTER_JAR
 
     def fetch(self) -> Path:
         """Make sure Kafka's jars are in :attr:`libs_dir`, downloading them once; return it."""
@@ -73,9 +81,10 @@ class KafkaJars:
         version = self.settings.kafka_version
         if self._shared:
             raise KafkaJarsError(
-                f"{DIST_ENV}={self.dist_dir}: no kafka_2.13-{version}.jar in {self.libs_dir}. "
-                "Point it at a directory holding a fetched libs/, or unset it to let "
-                "Riverbed fetch Kafka itself."
+                f"{DIST_ENV}={self.dist_dir}: no kafka_2.13-{version}.jar or "
+                f"{JMX_EXPORTER_JAR} in {self.libs_dir}. Point it at a directory holding a "
+                "libs/ fetched by this version of Riverbed, or unset it to let Riverbed "
+                "fetch Kafka itself."
             )
         log.info("fetching Apache Kafka %s from Maven Central (once) ...", version)
         started = time.monotonic()
@@ -85,14 +94,17 @@ class KafkaJars:
         with tempfile.TemporaryDirectory(prefix=f".{version}-", dir=self.dist_dir.parent) as tmp:
             staging = Path(tmp) / "dist"
             _run_maven(version, staging / "libs", cwd=Path(tmp))
-            if not (staging / "libs" / f"kafka_2.13-{version}.jar").is_file():
-                raise KafkaJarsError(f"Maven finished but fetched no kafka_2.13-{version}.jar")
+            for jar in (f"kafka_2.13-{version}.jar", JMX_EXPORTER_JAR):
+                if not (staging / "libs" / jar).is_file():
+                    raise KafkaJarsError(f"Maven finished but fetched no {jar}")
             try:
                 staging.rename(self.dist_dir)
             except OSError:
-                # Another process fetched the same version meanwhile; theirs is as good.
+                # Another process fetched the same version meanwhile (theirs is as good),
+                # or an older Riverbed did, without a jar pinned since: replace that one.
                 if not self.is_fetched():
-                    raise
+                    self.dist_dir.rename(Path(tmp) / "older")
+                    staging.rename(self.dist_dir)
         jars = list(self.libs_dir.glob("*.jar"))
         log.info(
             "fetched Kafka %s: %d jars, %.0f MB, in %.1f s",

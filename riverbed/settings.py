@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         le=65535,
         description="KRaft controller port of local node 1 (default: after the last client port).",
     )
+    kafka_metrics_port: int | None = Field(
+        None,
+        ge=1024,
+        le=65535,
+        description="Prometheus metrics port (JMX exporter) of local node 1; node n takes "
+        "port + n - 1 (default: after the last controller port).",
+    )
     kafka_version: str = Field("4.4.0", description="Apache Kafka version fetched from Maven.")
     kafka_dist: Path | None = Field(
         None,
@@ -230,19 +237,30 @@ class Settings(BaseSettings):
         if not self.manages_local_broker:
             return self
         n = self.kafka_brokers
-        clients = f"{self.kafka_port}-{self.kafka_port + n - 1}"
-        controllers = f"{self.controller_port}-{self.controller_port + n - 1}"
-        if max(self.kafka_port, self.controller_port) + n - 1 > 65535:
-            raise ValueError(
-                f"RIVERBED_KAFKA_PORT={self.kafka_port}: {n} nodes need client ports "
-                f"{clients} and controller ports {controllers}, beyond 65535; set it lower"
-            )
-        if abs(self.kafka_port - self.controller_port) < n:
-            raise ValueError(
-                f"RIVERBED_KAFKA_CONTROLLER_PORT={self.controller_port}: controller ports "
-                f"{controllers} overlap the client ports {clients} of the {n} local nodes; "
-                "set it apart, or leave it unset"
-            )
+        ranges = {
+            "RIVERBED_KAFKA_PORT": ("client", self.kafka_port),
+            "RIVERBED_KAFKA_CONTROLLER_PORT": ("controller", self.controller_port),
+            "RIVERBED_KAFKA_METRICS_PORT": ("metrics", self.metrics_port),
+        }
+
+        def shown(first: int) -> str:
+            return f"{first}-{first + n - 1}"
+
+        for variable, (role, first) in ranges.items():
+            if first + n - 1 > 65535:
+                raise ValueError(
+                    f"{variable}={first}: {n} nodes need {role} ports {shown(first)}, "
+                    "beyond 65535; set it lower"
+                )
+        seen = list(ranges.items())
+        for i, (variable, (role, first)) in enumerate(seen):
+            for _, (other_role, other) in seen[:i]:
+                if abs(first - other) < n:
+                    raise ValueError(
+                        f"{variable}={first}: {role} ports {shown(first)} overlap the "
+                        f"{other_role} ports {shown(other)} of the {n} local nodes; set it "
+                        "apart, or leave it unset"
+                    )
         return self
 
     # --- derived -------------------------------------------------------------------
@@ -262,6 +280,11 @@ class Settings(BaseSettings):
     def controller_port(self) -> int:
         """Controller port of local node 1; node n takes this + n - 1."""
         return self.kafka_controller_port or self.kafka_port + self.kafka_brokers
+
+    @property
+    def metrics_port(self) -> int:
+        """Metrics port of local node 1; node n takes this + n - 1."""
+        return self.kafka_metrics_port or self.controller_port + self.kafka_brokers
 
     @property
     def kafka_dir(self) -> Path:

@@ -16,8 +16,15 @@ from riverbed.broker import (
     jvm_options,
     render_server_properties,
 )
-from riverbed.kafka_jars import DIST_ENV, LOG4J_CONFIG, POM, KafkaJarsError
-from riverbed.settings import Settings, load_settings
+from riverbed.kafka_jars import (
+    DIST_ENV,
+    JMX_EXPORTER_JAR,
+    JMX_EXPORTER_RULES,
+    LOG4J_CONFIG,
+    POM,
+    KafkaJarsError,
+)
+from riverbed.settings import Settings, SettingsError, load_settings
 
 
 @pytest.fixture
@@ -125,8 +132,11 @@ def test_initial_heap_is_half_the_maximum(max_heap: str, expected: str) -> None:
 
 def test_jvm_options_carry_heap_gc_and_logging(tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path, kafka_heap="1g")
-    options = jvm_options(settings, cluster_nodes(settings)[0])
+    agent = tmp_path / JMX_EXPORTER_JAR
+    options = jvm_options(settings, cluster_nodes(settings)[0], agent)
     assert options[:2] == ["-Xmx1g", "-Xms512m"]
+    assert f"-javaagent:{agent}=127.0.0.1:9098:{JMX_EXPORTER_RULES}" in options
+    assert JMX_EXPORTER_RULES.is_file()
     assert "-XX:+UseG1GC" in options
     assert f"-Dkafka.logs.dir={settings.kafka_dir / 'node-1' / 'logs'}" in options
     assert f"-Dlog4j2.configurationFile={LOG4J_CONFIG}" in options
@@ -144,6 +154,10 @@ def test_pom_pins_slf4j_2_and_takes_the_kafka_version_from_the_command_line() ->
     assert pom.findtext("m:properties/m:slf4j.version", namespaces=ns) == "2.0.17"
     assert deps["slf4j-api"] == "${slf4j.version}"
     assert {"log4j-core", "log4j-slf4j2-impl"} <= deps.keys()
+    # The JMX exporter jar the broker loads is the one the pom pins.
+    exporter = pom.findtext("m:properties/m:jmx.exporter.version", namespaces=ns)
+    assert deps["jmx_prometheus_javaagent"] == "${jmx.exporter.version}"
+    assert f"jmx_prometheus_javaagent-{exporter}.jar" == JMX_EXPORTER_JAR
 
 
 def test_jars_live_under_kafka_dir_by_default(settings: Settings) -> None:
@@ -171,3 +185,10 @@ def test_status_of_a_broker_never_started(settings: Settings) -> None:
     assert status.bootstrap == "127.0.0.1:29400,127.0.0.1:29401,127.0.0.1:29402"
     assert "not running" in status.message and "3 broker(s)" in status.message
     assert "4.4.0" in status.message
+
+
+def test_metrics_ports_follow_the_controller_ports(tmp_path: Path) -> None:
+    nodes = cluster_nodes(load_settings(home=tmp_path, kafka_port=9092, kafka_brokers=3))
+    assert [n.metrics_port for n in nodes] == [9098, 9099, 9100]
+    with pytest.raises(SettingsError, match="RIVERBED_KAFKA_METRICS_PORT=9093: metrics ports"):
+        load_settings(home=tmp_path, kafka_port=9092, kafka_metrics_port=9093)
