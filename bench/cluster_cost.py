@@ -44,7 +44,7 @@ def measure(nodes: int, dist: Path, work: Path, idle_s: float) -> Cost:
     settings = load_settings(
         home=work / f"nodes-{nodes}",
         kafka_brokers=nodes,
-        kafka_port=free_port_range(2 * nodes),
+        kafka_port=free_port_range(3 * nodes),
         kafka_dist=dist,
     )
     cluster = LocalCluster(settings)

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="riverbed-failover-") as tmp:
         work = Path(tmp)
         settings = load_settings(
-            home=work / "cluster", kafka_brokers=3, kafka_port=free_port_range(6), kafka_dist=dist
+            home=work / "cluster", kafka_brokers=3, kafka_port=free_port_range(9), kafka_dist=dist
         )
         cluster = LocalCluster(settings)
         cluster.start()

@@ -1,7 +1,7 @@
 """The local Kafka cluster, one node of it, for real: fetch, start, produce, restart,
 consume, stop (tests/integration/test_cluster.py runs three nodes).
 
-Each test gets a RIVERBED_HOME of its own and a free port pair (``free_port_range``),
+Each test gets a RIVERBED_HOME of its own and free ports (``free_port_range``: client, controller, metrics),
 so it never meets the session broker of tests/conftest.py nor a developer's
 ``make run``. The jars are the session's (``kafka_dist`` in tests/conftest.py).
 """
@@ -30,7 +30,7 @@ TOPIC = "riverbed.test.broker"
 def make_settings(home: Path, kafka_dist: Path, **overrides: object) -> Settings:
     return load_settings(
         home=home,
-        kafka_port=free_port_range(2),
+        kafka_port=free_port_range(3),
         kafka_brokers=1,
         kafka_dist=kafka_dist,
         **overrides,
