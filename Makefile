@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 DBT_MANIFEST := dbt/target/manifest.json
 DBT_SOURCES  := $(shell find dbt -name '*.sql' -o -name '*.yml' | grep -v -e '^dbt/target/' -e '^dbt/logs/')
 
-.PHONY: setup debian-packages run test lint bench clean
+.PHONY: setup browser prometheus run test lint bench clean
 
 setup: $(STAMP) $(DBT_MANIFEST)
 
@@ -23,23 +23,24 @@ $(DBT_MANIFEST): $(STAMP) $(DBT_SOURCES)
 	$(VENV)/bin/dbt parse --project-dir dbt --profiles-dir dbt --quiet
 	@touch $@
 
-# Debian's packages: Chromium, for the test that opens the Dagster UI headless, and
-# Prometheus, whose promtool checks every metric the platform exposes.
-debian-packages:
-	@missing=""; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian's$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+# Debian's packages, with apt-get: Chromium for the tests that open pages headless, and
+# Prometheus, which `make run` starts and whose promtool the tests check metrics with.
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-run: setup
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		echo "installing Debian's prometheus"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+run: setup prometheus
 	$(PY) -m orchestration.platform
 
 # The test session starts its own broker (port 19092, .riverbed-test/) and
 # stops it at the end, also when a test fails or the run is interrupted.
-test: setup debian-packages
+test: setup browser prometheus
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

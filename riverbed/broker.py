@@ -50,13 +50,13 @@ from riverbed import kafka_security
 from riverbed.kafka_admin import quiet_admin
 from riverbed.kafka_health import cluster_health, wait_in_sync
 from riverbed.kafka_jars import (
-    JMX_EXPORTER_RULES,
     LOG4J_CONFIG,
     LOG_TAIL_LINES,
     KafkaJars,
     java,
     last_lines,
 )
+from riverbed.prometheus import JMX_EXPORTER_RULES
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.broker")
@@ -241,7 +241,7 @@ def jvm_options(settings: Settings, node: Node, agent: Path) -> list[str]:
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         f"-Dkafka.logs.dir={node.logs_dir}",
         # The exporter serves /metrics from inside the JVM: the broker's own MBeans,
-        # renamed by the rules (kafka_dist/jmx_exporter.yaml), and the JVM's.
+        # renamed by the rules (monitoring/jmx_exporter.yaml), and the JVM's.
         f"-javaagent:{agent}={HOST}:{node.metrics_port}:{JMX_EXPORTER_RULES}",
     ]
 

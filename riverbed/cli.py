@@ -4,6 +4,7 @@
     riverbed topics apply|describe
     riverbed produce payments [--rate N] [--count N | --duration S] [--seed S]
     riverbed flow run payments [--processes N] [--no-recovery]
+    riverbed metrics [--port N]
 
 Settings come from ``RIVERBED_*`` environment variables (see README).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -116,6 +118,25 @@ def cmd_flow(settings: Settings, args: argparse.Namespace) -> int:
     return int(result or 0)
 
 
+def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from riverbed.prometheus import serving
+    from riverbed.state_metrics import StateCollector
+
+    # Blocked in every thread (the server's included, started below), then waited for:
+    # Ctrl-C and SIGTERM end the block, which removes this target from Prometheus.
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    registry = CollectorRegistry()
+    registry.register(StateCollector(settings).start())
+    with serving(settings, "riverbed", "state", registry, port=args.port) as port:
+        print(f"serving the lake's, warehouse's and lag metrics on http://127.0.0.1:{port}/metrics")
+        sys.stdout.flush()
+        signal.sigwait(stop)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="riverbed", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, default=1)
     run.add_argument("--no-recovery", action="store_true", help="no recovery store")
     run.set_defaults(func=cmd_flow)
+
+    metrics = sub.add_parser(
+        "metrics", help="serve the lake's, the warehouse's and the lag's state to Prometheus"
+    )
+    metrics.add_argument("--port", type=int, default=0, help="default: any free port")
+    metrics.set_defaults(func=cmd_metrics)
     return parser
 
 

@@ -40,7 +40,6 @@ _TOOL_JVM_OPTIONS = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 _DIST_FILES = Path(__file__).with_name("kafka_dist")
 POM = _DIST_FILES / "pom.xml"
 LOG4J_CONFIG = _DIST_FILES / "log4j2.yaml"
-JMX_EXPORTER_RULES = _DIST_FILES / "jmx_exporter.yaml"
 # Pinned in pom.xml too (jmx.exporter.version); the jar copy-dependencies names.
 JMX_EXPORTER_JAR = "jmx_prometheus_javaagent-1.0.1.jar"
 

@@ -602,6 +602,7 @@ class TableSummary:
     files: int
     rows: int
     last_commit_at: float | None  # unix seconds of the newest commit
+    bytes: int = 0  # of the live files
 
 
 def summary(lake_dir: Path, dataset: str, domain: str = DEFAULT_DOMAIN) -> TableSummary | None:
@@ -616,6 +617,7 @@ def summary(lake_dir: Path, dataset: str, domain: str = DEFAULT_DOMAIN) -> Table
         files=actions.num_rows,
         rows=int(rows or 0),
         last_commit_at=_commit_time(dataset_dir(lake_dir, dataset, domain), table.version()),
+        bytes=int(pc.sum(actions.column("size_bytes")).as_py() or 0) if actions.num_rows else 0,
     )
 
 

@@ -1,9 +1,9 @@
 """The local Kafka cluster, one node of it, for real: fetch, start, produce, restart,
 consume, stop (tests/integration/test_cluster.py runs three nodes).
 
-Each test gets a RIVERBED_HOME of its own and free ports (``free_port_range``: client, controller, metrics),
-so it never meets the session broker of tests/conftest.py nor a developer's
-``make run``. The jars are the session's (``kafka_dist`` in tests/conftest.py).
+Each test gets a RIVERBED_HOME of its own and free ports (``free_port_range``: client,
+controller and metrics), so it never meets the session broker of tests/conftest.py nor
+a developer's ``make run``. The jars are the session's (``kafka_dist`` in tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The local nodes' Prometheus metrics: Kafka's JMX metrics through the JMX exporter
-agent (riverbed/kafka_dist/jmx_exporter.yaml), scraped from the session's broker."""
+agent (monitoring/jmx_exporter.yaml), scraped from the session's broker."""
 
 from __future__ import annotations
 

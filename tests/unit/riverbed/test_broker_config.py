@@ -19,11 +19,11 @@ from riverbed.broker import (
 from riverbed.kafka_jars import (
     DIST_ENV,
     JMX_EXPORTER_JAR,
-    JMX_EXPORTER_RULES,
     LOG4J_CONFIG,
     POM,
     KafkaJarsError,
 )
+from riverbed.prometheus import JMX_EXPORTER_RULES
 from riverbed.settings import Settings, SettingsError, load_settings
 
 

@@ -1,0 +1,159 @@
+"""The lake's, the warehouse's and the consumer groups' state, as Prometheus metrics.
+
+``riverbed metrics`` serves them (``make run`` starts it). Each scrape reads the
+state afresh, as an exporter does: the Delta logs (no data files), the published
+read copy of the warehouse, and the consumer groups' committed offsets. Nothing is
+counted in memory, so nothing restarts from zero or counts twice when this process
+or a flow restarts: ``riverbed_lake_commits_total`` is the table's Delta version
+plus one, the number of commits in its log.
+
+Metrics:
+
+- ``riverbed_lake_commits_total{table}``, ``riverbed_lake_files{table}``,
+  ``riverbed_lake_bytes{table}``, ``riverbed_lake_rows{table}``,
+  ``riverbed_lake_last_commit_timestamp_seconds{table}``;
+- ``riverbed_warehouse_published_timestamp_seconds`` (the last build's read copy),
+  ``riverbed_warehouse_rows{table}`` (in that copy);
+- ``riverbed_consumer_lag_messages{group,topic,partition}`` (high watermark minus the
+  group's committed offset), read every 5 s in the background;
+- ``riverbed_state_scrape_errors_total{part}``: parts that could not be read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import duckdb
+from confluent_kafka import KafkaException
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from riverbed import lake
+from riverbed.kafka_admin import consumer_lag
+from riverbed.settings import Settings
+from riverbed.topics import PAYMENTS_TRANSACTIONS
+
+log = logging.getLogger("riverbed.metrics")
+
+LAKE_TABLES = ("transactions", "alerts", "merchant_minute")
+LAG_INTERVAL_S = 5.0
+LAG_STALE_S = 30.0  # an older reading is not shown: a stale lag would look like no lag
+
+
+class StateCollector(Collector):
+    """Reads the platform's state on every scrape (a Prometheus "custom collector")."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._errors: dict[str, int] = {"lake": 0, "warehouse": 0, "kafka": 0}
+        self._lock = threading.Lock()
+        self._lag_read: tuple[float, dict[int, int]] = (-LAG_STALE_S, {})
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._lake()
+        yield from self._warehouse()
+        yield from self._lag()
+        errors = CounterMetricFamily(
+            "riverbed_state_scrape_errors",
+            "Parts of the platform's state a scrape could not read.",
+            labels=["part"],
+        )
+        with self._lock:
+            counts = dict(self._errors)
+        for part, count in counts.items():
+            errors.add_metric([part], count)
+        yield errors
+
+    def _lake(self) -> Iterator[Metric]:
+        commits = CounterMetricFamily(
+            "riverbed_lake_commits", "Commits in the table's Delta log.", labels=["table"]
+        )
+        files = GaugeMetricFamily("riverbed_lake_files", "Live data files.", labels=["table"])
+        size = GaugeMetricFamily(
+            "riverbed_lake_bytes", "Bytes of live data files.", labels=["table"]
+        )
+        rows = GaugeMetricFamily("riverbed_lake_rows", "Rows in live data files.", labels=["table"])
+        last = GaugeMetricFamily(
+            "riverbed_lake_last_commit_timestamp_seconds",
+            "When the table's newest commit was written.",
+            labels=["table"],
+        )
+        for table in LAKE_TABLES:
+            try:
+                found = lake.summary(self.settings.lake_dir, table)
+            except Exception:  # a table mid-creation or unreadable: say so, go on
+                log.warning("could not read lake table %s", table, exc_info=True)
+                self._errors["lake"] += 1
+                continue
+            if found is None:
+                continue
+            commits.add_metric([table], found.version + 1)
+            files.add_metric([table], found.files)
+            size.add_metric([table], found.bytes)
+            rows.add_metric([table], found.rows)
+            if found.last_commit_at is not None:
+                last.add_metric([table], found.last_commit_at)
+        yield from (commits, files, size, rows, last)
+
+    def _warehouse(self) -> Iterator[Metric]:
+        path = self.settings.warehouse_read_path
+        published = GaugeMetricFamily(
+            "riverbed_warehouse_published_timestamp_seconds",
+            "When the last warehouse build published its read copy.",
+        )
+        rows = GaugeMetricFamily(
+            "riverbed_warehouse_rows", "Rows per table of the read copy.", labels=["table"]
+        )
+        try:
+            published.add_metric([], path.stat().st_mtime)
+            con = duckdb.connect(str(path), read_only=True)
+            try:
+                for schema, table, count in con.execute(
+                    "select schema_name, table_name, estimated_size from duckdb_tables()"
+                ).fetchall():
+                    rows.add_metric([f"{schema}.{table}"], count)
+            finally:
+                con.close()
+        except FileNotFoundError:
+            pass  # no build has published yet
+        except duckdb.Error:
+            log.warning("could not read the warehouse's read copy %s", path, exc_info=True)
+            self._errors["warehouse"] += 1
+        yield from (published, rows)
+
+    def _lag(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "riverbed_consumer_lag_messages",
+            "Messages of the topic the consumer group has not committed yet.",
+            labels=["group", "topic", "partition"],
+        )
+        with self._lock:
+            read_at, values = self._lag_read
+        if time.monotonic() - read_at < LAG_STALE_S:
+            group, topic = self.settings.consumer_group, PAYMENTS_TRANSACTIONS
+            for partition, behind in sorted(values.items()):
+                lag.add_metric([group, topic, str(partition)], behind)
+        yield lag
+
+    def start(self) -> StateCollector:
+        """Start reading the lag in the background: with a broker down a read can take
+        many seconds, longer than a scrape may; a scrape takes the last one read."""
+        threading.Thread(target=self._read_lag_forever, daemon=True, name="lag").start()
+        return self
+
+    def _read_lag_forever(self) -> None:
+        group, topic = self.settings.consumer_group, PAYMENTS_TRANSACTIONS
+        while True:
+            started = time.monotonic()
+            try:
+                values = consumer_lag(self.settings, group, topic)
+                with self._lock:
+                    self._lag_read = (time.monotonic(), values)
+            except (KafkaException, KeyError):
+                log.warning("could not read the lag of %s on %s", group, topic, exc_info=True)
+                with self._lock:
+                    self._errors["kafka"] += 1
+            time.sleep(max(0.0, LAG_INTERVAL_S - (time.monotonic() - started)))

@@ -1,0 +1,85 @@
+"""Riverbed's Prometheus configuration and the state exporter, checked by Prometheus's
+own promtool and against the lake read back with DuckDB."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from riverbed import lake, prometheus
+from riverbed.settings import load_settings
+from riverbed.state_metrics import StateCollector
+from tests.unit.riverbed.test_lake import txns
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail("promtool is not installed: `make test` installs Debian's prometheus")
+    return subprocess.run([binary, *args], input=stdin, capture_output=True, text=True, check=False)
+
+
+def test_the_prepared_configuration_and_rules_pass_promtool(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, kafka_port=9092, lag_threshold=777)
+    config = prometheus.prepare(settings)
+    checked = promtool("check", "config", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = sorted((config.parent / "rules").glob("*.yml"))
+    assert {r.name for r in rules} == {"alerts.yml", "recording.yml"}
+    checked = promtool("check", "rules", *map(str, rules))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    alerts = (config.parent / "rules" / "alerts.yml").read_text()
+    # The settings' thresholds, filled in.
+    assert "> 777" in alerts and not re.search(r"\$\{\w+\}", alerts)
+    nodes = json.loads((config.parent / "targets" / "kafka" / "nodes.json").read_text())
+    assert [n["targets"] for n in nodes] == [
+        ["127.0.0.1:9098"],
+        ["127.0.0.1:9099"],
+        ["127.0.0.1:9100"],
+    ]
+
+
+def test_a_target_is_registered_while_served_and_gone_after(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    with prometheus.serving(settings, "producer", "one", CollectorRegistry()) as port:
+        entry = json.loads((tmp_path / "prometheus/targets/producer/one.json").read_text())
+        assert entry == [{"targets": [f"127.0.0.1:{port}"], "labels": {}}]
+    assert not (tmp_path / "prometheus/targets/producer/one.json").exists()
+
+
+def test_the_lake_state_matches_the_tables_read_back(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    writer = lake.TableWriter(settings.lake_dir, "transactions")
+    writer.claim([lake.app_id("payments.transactions", 0)])
+    for start in (0, 100, 250):
+        batch = txns(range(start, start + 50 + start // 10))
+        writer.append(batch, {lake.app_id("payments.transactions", 0): start + 50 + start // 10})
+    registry = CollectorRegistry()
+    registry.register(StateCollector(settings))  # not started: no lag read, no Kafka needed
+    text = generate_latest(registry).decode()
+    checked = promtool("check", "metrics", stdin=text)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    samples = {
+        (s.name, s.labels.get("table")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    con = lake.connect_duckdb()
+    rows = con.sql(f"select count(*) from {lake.scan_sql(settings.lake_dir, 'transactions')}")
+    assert samples[("riverbed_lake_rows", "transactions")] == rows.fetchone()[0] == 50 + 60 + 75
+    table = lake.open_table(settings.lake_dir, "transactions")
+    assert samples[("riverbed_lake_commits_total", "transactions")] == table.version() + 1
+    files = table.file_uris()
+    assert samples[("riverbed_lake_files", "transactions")] == len(files)
+    assert samples[("riverbed_lake_bytes", "transactions")] == sum(
+        Path(f.removeprefix("file://")).stat().st_size for f in files
+    )
+    assert ("riverbed_lake_rows", "alerts") not in samples  # no table yet: no series
