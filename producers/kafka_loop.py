@@ -121,18 +121,21 @@ def produce(
     progress: ProgressCallback | None = None,
     progress_interval_s: float = 5.0,
     flush_timeout_s: float = 30.0,
+    counts: SendCounts | None = None,
 ) -> ProduceSummary:
     """Publish messages to ``topic``; stop at ``count`` messages or after ``duration`` seconds.
 
     ``rate`` is messages per second; None or 0 means as fast as possible.
     ``progress`` receives a line every ``progress_interval_s`` (only runs that
-    long report); without it the line is logged at INFO.
+    long report); without it the line is logged at INFO. ``counts`` follows the run
+    as it goes (for metrics, read from another thread).
     """
     if count is not None and count < 0:
         raise ValueError("count must be >= 0")
     if rate is not None and rate < 0:
         raise ValueError("rate must be >= 0 (0: as fast as possible)")
-    deliveries = _DeliveryCounter()
+    counts = counts if counts is not None else SendCounts()
+    deliveries = _DeliveryCounter(counts)
     stop = _StopRequest()
     producer = Producer(
         {
@@ -142,6 +145,7 @@ def produce(
             "error_cb": stop.on_client_error,
         }
     )
+    counts.in_flight = producer.__len__
     pairs = _as_pairs(messages)
     if count is not None:
         pairs = islice(pairs, count)
@@ -156,6 +160,7 @@ def produce(
             duration=duration,
             stop=stop,
             report=report,
+            counts=counts,
         )
     undelivered = _flush(producer, flush_timeout_s, stop)
     elapsed = time.monotonic() - started
@@ -187,6 +192,7 @@ def _send_all(
     duration: float | None,
     stop: _StopRequest,
     report: _Progress,
+    counts: SendCounts,
 ) -> tuple[int, float, str]:
     """Send in chunks; between chunks, pace, report, and check the stop conditions.
 
@@ -202,6 +208,7 @@ def _send_all(
         while True:
             n = _send_chunk(producer, topic, pairs, chunk)
             sent += n
+            counts.sent += n
             if n < chunk:
                 return sent, started, "count" if sent == count else "exhausted"
             now = time.monotonic()
@@ -294,15 +301,31 @@ def _as_pairs(messages: Messages) -> Iterator[tuple[bytes | None, bytes | None]]
 # --- delivery reports, progress, signals -------------------------------------------------
 
 
+@dataclass
+class SendCounts:
+    """What a running :func:`produce` has done so far; another thread (the metrics
+    endpoint) may read it at any time."""
+
+    sent: int = 0
+    failed: int = 0
+    in_flight: Callable[[], int] = lambda: 0  # messages sent, neither delivered nor failed
+
+    @property
+    def delivered(self) -> int:
+        return self.sent - self.failed - self.in_flight()
+
+
 class _DeliveryCounter:
-    def __init__(self) -> None:
+    def __init__(self, counts: SendCounts) -> None:
         self.failed = 0
         self.first_error: str | None = None
+        self._counts = counts
 
     def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:  # only failures are reported, but be safe
             return
         self.failed += 1
+        self._counts.failed += 1
         if self.first_error is None:
             self.first_error = str(err)
             log.error("delivery to %s failed: %s", msg.topic(), err)

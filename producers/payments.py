@@ -29,9 +29,11 @@ between currencies: the fraud rules compare a card's amounts with each other.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import math
+import os
 import random
 import secrets
 import time
@@ -42,8 +44,17 @@ from typing import Final
 
 import msgspec
 from msgspec.structs import replace as with_changes
+from prometheus_client import CollectorRegistry
 
-from producers.kafka_loop import ProduceSummary, ProgressCallback, produce, producer_config
+from producers.kafka_loop import (
+    ProduceSummary,
+    ProgressCallback,
+    SendCounts,
+    produce,
+    producer_config,
+)
+from producers.metrics import ProducerCollector
+from riverbed import prometheus
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 
@@ -974,8 +985,12 @@ def produce_payments(
     topic: str = PAYMENTS_TRANSACTIONS,
     progress: ProgressCallback | None = None,
     producer_overrides: dict[str, str] | None = None,
+    serve_metrics: bool = False,
 ) -> ProduceSummary:
     """Generate payments and publish them to Kafka until ``count`` or ``duration``.
+
+    ``serve_metrics``: serve :mod:`producers.metrics` to Prometheus while it runs
+    (``riverbed produce`` does).
 
     ``rate`` None takes ``settings.producer_rate``; 0 means as fast as possible.
     ``seed`` None draws one; it is in the summary so a run can be reproduced.
@@ -992,15 +1007,23 @@ def produce_payments(
         config, seed=seed, start=time.time(), rate=nominal, wall_clock=time.time
     )
     log.info("producing payments to %s with seed %d", topic, seed)
-    summary = produce(
-        generator.pairs(),
-        topic=topic,
-        config=producer_config(settings, producer_overrides),
-        rate=events_per_s if events_per_s > 0 else None,
-        count=count,
-        duration=duration,
-        progress=progress,
-    )
+    counts = SendCounts()
+    with contextlib.ExitStack() as serving:
+        if serve_metrics:
+            registry = CollectorRegistry()
+            registry.register(ProducerCollector(counts, topic, events_per_s))
+            name = f"payments-{os.getpid()}"
+            serving.enter_context(prometheus.serving(settings, "producer", name, registry))
+        summary = produce(
+            generator.pairs(),
+            topic=topic,
+            config=producer_config(settings, producer_overrides),
+            rate=events_per_s if events_per_s > 0 else None,
+            count=count,
+            duration=duration,
+            progress=progress,
+            counts=counts,
+        )
     return replace(summary, seed=seed)
 
 

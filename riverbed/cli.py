@@ -106,7 +106,12 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     produce = _load(PRODUCERS[args.domain])
     logging.getLogger("riverbed.producer").setLevel(logging.INFO)
     summary = produce(
-        settings, rate=args.rate, count=args.count, duration=args.duration, seed=args.seed
+        settings,
+        rate=args.rate,
+        count=args.count,
+        duration=args.duration,
+        seed=args.seed,
+        serve_metrics=True,
     )
     print(summary.line())  # type: ignore[attr-defined]
     return 0 if summary.ok else 1  # type: ignore[attr-defined]

@@ -1,0 +1,65 @@
+"""The producer's metrics while `riverbed produce` runs, against the session's broker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from producers.payments import produce_payments
+from riverbed.settings import Settings
+from tests.support.flow_harness import end_offsets
+
+pytestmark = pytest.mark.kafka
+
+
+def scrape(target: Path) -> dict[str, float]:
+    (entry,) = json.loads(target.read_text())
+    with urllib.request.urlopen(f"http://{entry['targets'][0]}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_a_running_producer_serves_what_it_sent_and_the_cluster_acknowledged(
+    kafka_settings: Settings,
+) -> None:
+    done: list = []
+    run = threading.Thread(
+        target=lambda: done.append(
+            produce_payments(
+                kafka_settings, rate=400, count=None, duration=6, seed=3, serve_metrics=True
+            )
+        )
+    )
+    run.start()
+    targets = kafka_settings.home / "prometheus" / "targets" / "producer"
+    seen: list[dict[str, float]] = []
+    while run.is_alive():
+        for target in targets.glob("*.json"):
+            # Registered a moment before serving, or just stopped: no sample.
+            with contextlib.suppress(OSError, ValueError):
+                seen.append(scrape(target))
+        time.sleep(0.5)
+    run.join()
+    summary = done[0]
+    assert summary.ok
+    assert len(seen) >= 5, "the producer's metrics were not served while it ran"
+    for sample in seen:
+        # Never more acknowledged than sent, nothing failed, the asked rate.
+        assert (
+            0
+            <= sample["riverbed_producer_delivered_total"]
+            <= sample["riverbed_producer_sent_total"]
+        )
+        assert sample["riverbed_producer_failed_total"] == 0
+        assert sample["riverbed_producer_target_rate_events_per_second"] == 400
+    deliveries = [s["riverbed_producer_delivered_total"] for s in seen]
+    assert deliveries == sorted(deliveries) and deliveries[-1] > 0  # a counter: it only grows
+    assert deliveries[-1] <= sum(end_offsets(kafka_settings).values()) == summary.delivered
+    assert not list(targets.glob("*.json")), "the target outlived the producer"
