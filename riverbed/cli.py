@@ -18,8 +18,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from riverbed.logs import configure_logging
-from riverbed.settings import Settings, SettingsError, load_settings
+from riverbed.logs import command_settings
+from riverbed.settings import Settings, load_settings
 
 # Domains a producer or flow exists for; the modules are imported on demand
 # because riverbed/ must not depend on producers/ or flows/ at import time.
@@ -197,11 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         try:
-            settings = load_settings()
-        except SettingsError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        configure_logging(settings.log_level)
+            settings = command_settings()
+        except SystemExit as exc:
+            return int(exc.code or 0)
         return int(args.func(settings, args))
     except KeyboardInterrupt:
         return 130

@@ -11,6 +11,8 @@ import logging
 import sys
 import time
 
+from riverbed.settings import Settings, SettingsError, load_settings
+
 # Attributes every LogRecord has; anything else was passed through ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -46,3 +48,15 @@ def configure_logging(level: str = "WARNING") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def command_settings() -> Settings:
+    """A command's settings, its logging configured from them; on a wrong setting, the
+    message that names it on stderr and exit status 2."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    return settings

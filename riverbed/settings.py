@@ -146,6 +146,7 @@ class Settings(BaseSettings):
     # --- control plane -------------------------------------------------------------
     dagster_port: int = Field(3000, ge=1024, le=65535)
     prometheus_port: int = Field(9090, ge=1024, le=65535, description="Riverbed's Prometheus.")
+    dashboard_port: int = Field(8050, ge=1024, le=65535, description="The live dashboard.")
     lag_threshold: int = Field(100_000, ge=0, description="Consumer lag that counts as behind.")
     flow_restart_limit: int = Field(
         5, ge=0, description="Redeploys of a dead flow, then it stays down."
