@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -16,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
-from riverbed import prometheus
+from producers.payments import produce_payments
+from riverbed import lake, prometheus
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
+from riverbed.warehouse import publish_read_copy
 from tests.support.flow_harness import REPO, end_offsets
+from tests.unit.riverbed.test_lake import txns
 
 pytestmark = pytest.mark.kafka
 
@@ -82,25 +86,53 @@ def monitored(
             process.wait(30)
 
 
-def test_prometheus_scrapes_the_brokers_and_the_state_exporter(monitored: Settings) -> None:
-    producer = Producer({**monitored.kafka_client_config(), "acks": "all"})
-    for i in range(300):
-        producer.produce(PAYMENTS_TRANSACTIONS, f"m{i}".encode(), partition=i % 6)
-    assert producer.flush(30) == 0
+def grafana_metrics() -> set[str]:
+    """Every metric (or recorded series) a query of the Grafana dashboard reads."""
+    dashboard = json.loads((prometheus.MONITORING_DIR / "grafana" / "riverbed.json").read_text())
+    names = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            # Identifiers not followed by "(" (functions), outside {...} (labels) and
+            # [...] (ranges).
+            expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", target["expr"])
+            names |= {
+                m.group(1)
+                for m in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?![\w(])", expr)
+                if m.group(1) not in {"sum", "by", "rate", "time"}
+            }
+    return names
 
-    assert wait_for(monitored, 'up{job="kafka"} == 1')
-    assert wait_for(monitored, 'up{job="riverbed"} == 1')
-    # Nobody consumes: the group's lag is every message of the topic (the oracle: the
-    # topic's high watermarks, read by a consumer of our own).
-    expected = sum(end_offsets(monitored).values())
-    lag = wait_for(monitored, f"sum(riverbed_consumer_lag_messages) == {expected}")
-    assert float(lag[0]["value"][1]) == expected == 300
-    messages = wait_for(
-        monitored,
-        f'kafka_server_brokertopicmetrics_messagesin_total{{topic="{PAYMENTS_TRANSACTIONS}"}}'
-        " >= 300",
+
+def test_prometheus_scrapes_every_part_and_has_what_grafana_queries(
+    monitored: Settings,
+) -> None:
+    # What the exporter reads: a lake table and a published warehouse copy.
+    writer = lake.TableWriter(monitored.lake_dir, "transactions")
+    app = lake.app_id(PAYMENTS_TRANSACTIONS, 0)
+    writer.claim([app])
+    writer.append(txns(range(40)), {app: 40})
+    publish_read_copy(monitored)
+    producer = threading.Thread(
+        target=produce_payments,
+        args=(monitored,),
+        kwargs={"rate": 100, "count": None, "duration": 30, "seed": 5, "serve_metrics": True},
     )
-    assert messages
+    producer.start()
+    try:
+        for job in ("kafka", "riverbed", "producer"):
+            assert wait_for(monitored, f'up{{job="{job}"}} == 1'), job
+        assert wait_for(monitored, 'riverbed_lake_rows{table="transactions"} == 40')
+        # Every series the Grafana dashboard queries exists on a running platform.
+        wanted = grafana_metrics()
+        assert {"riverbed_consumer_lag_messages", "riverbed:producer_delivered:rate1m"} <= wanted
+        for name in sorted(wanted):
+            assert wait_for(monitored, f'count({{__name__="{name}"}}) > 0', timeout=40), name
+        # Nobody consumes: the group's lag is every message of the topic (the oracle: the
+        # topic's high watermarks, read by a consumer of our own).
+        expected = sum(end_offsets(monitored).values())
+        assert wait_for(monitored, f"sum(riverbed_consumer_lag_messages) >= {expected}")
+    finally:
+        producer.join()
     # No flow runs: its alert is on its way (pending for its 30 s "for", then firing).
     alerts = wait_for(monitored, 'ALERTS{alertname="RiverbedFlowDown"}')
     assert alerts[0]["metric"]["alertstate"] in {"pending", "firing"}
