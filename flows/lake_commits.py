@@ -11,6 +11,14 @@ Committed versions are per dataset: ``transactions`` is committed whenever a par
 moved (even with no valid row, so its offsets always move with the input); ``alerts``
 only when it has rows (alerts are rare; an idle alerts table commits nothing). A
 replay skips a row whose offset is below its dataset's committed version.
+
+The lake is committed first, then each partition's Kafka transaction (with the group
+offset): the group's offset never moves past rows a failed lake write still holds.
+A lake write that fails on the lake's storage (a full disk, see
+:mod:`flows.lake_outage`) is retried until it succeeds, and the Kafka transactions
+wait for it. Fencing does not depend on the order: a stale copy's Delta commit is
+refused by the writer generations (:class:`riverbed.lake.TableWriter`), its Kafka
+commit by the broker.
 """
 
 from __future__ import annotations
@@ -21,14 +29,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 
+from flows.lake_outage import storage_errno, until_written
 from riverbed import lake
 
 log = logging.getLogger("riverbed.flow.lake")
 
 DATASETS = ("transactions", "alerts")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,11 +57,16 @@ class LakeCommitter:
 
     def __init__(self, lake_dir: Path, topic: str) -> None:
         self.topic = topic
-        self.writers = {ds: lake.TableWriter(lake_dir, ds) for ds in DATASETS}
+        self.lake_dir = Path(lake_dir)
+        self._commit_kafka: dict[int, Callable[[], object]] = {}
+        self._hold_kafka: dict[int, Callable[[], object]] = {}
+        self.writers = {
+            ds: self._written(lambda ds=ds: lake.TableWriter(lake_dir, ds), f"open {ds}")
+            for ds in DATASETS
+        }
         self._lock = threading.RLock()
         self._staged = {ds: _Staged() for ds in DATASETS}
         self._progress: dict[int, int] = {}  # partition -> next offset staged so far
-        self._before_commit: dict[int, Callable[[], object]] = {}
         self._last_flush = time.monotonic()
         self.commits: list[lake.Commit] = []  # the latest flush's, for status and metrics
 
@@ -63,22 +80,45 @@ class LakeCommitter:
                 committer = cls._shared[key] = cls(lake_dir, topic)
             return committer
 
-    def claim(self, partition: int, before_commit: Callable[[], object]) -> dict[str, int]:
+    def claim(
+        self,
+        partition: int,
+        commit_kafka: Callable[[], object],
+        hold_kafka: Callable[[], object] | None = None,
+    ) -> dict[str, int]:
         """Take ``partition`` over: per dataset, the next offset already in the lake (0: none).
 
-        ``before_commit`` runs before every lake commit that may hold the partition's
-        rows: the partition sink commits its Kafka transaction there, so an instance
-        that a newer one fenced on the Kafka side stops before it touches the lake.
+        ``commit_kafka`` runs after every lake commit that may hold the partition's
+        rows: the partition sink commits its Kafka transaction there, with the group
+        offset the lake now holds. ``hold_kafka`` runs when the lake refuses writes for
+        a while (:mod:`flows.lake_outage`): the sink aborts its open transaction, keeping
+        its records for the next one.
         """
         app = lake.app_id(self.topic, partition)
         with self._lock:
-            self._before_commit[partition] = before_commit
+            self._commit_kafka[partition] = commit_kafka
+            if hold_kafka is not None:
+                self._hold_kafka[partition] = hold_kafka
             out = {}
             for ds in DATASETS:
+                writer = self.writers[ds]
                 # Newest wins: an older copy writing this partition is refused from now.
-                self.writers[ds].take_over([lake.writer_app_id(self.topic, partition)])
-                out[ds] = self.writers[ds].claim([app])[app] or 0
+                self._written(
+                    lambda w=writer: w.take_over([lake.writer_app_id(self.topic, partition)]),
+                    f"take over {ds}",
+                )
+                out[ds] = writer.claim([app])[app] or 0
             return out
+
+    def hold_kafka(self) -> None:
+        """Abort every partition's open Kafka transaction, keeping its records: the lake
+        is unavailable, and a transaction left open while the flow waits would time out
+        and get its producer fenced."""
+        for partition in sorted(self._hold_kafka):
+            self._hold_kafka[partition]()
+
+    def _written(self, write: Callable[[], T], what: str) -> T:
+        return until_written(write, lake_dir=self.lake_dir, what=what, on_outage=self.hold_kafka)
 
     def stage(
         self,
@@ -105,21 +145,23 @@ class LakeCommitter:
             return time.monotonic() - self._last_flush >= interval_s or staged >= max_rows
 
     def flush(self) -> list[lake.Commit]:
-        """Commit what every partition staged: each partition's Kafka transaction first,
-        then the lake's alerts, then its transactions.
+        """Commit what every partition staged: the lake's alerts, then its transactions,
+        then each partition's Kafka transaction.
 
         Alerts first: a crash between the two leaves alerts ahead, and a replay, which
-        starts at the transactions' version at the latest, skips them by theirs.
+        starts at the transactions' version at the latest, skips them by theirs. A lake
+        write that fails on its storage is retried until it succeeds; until then no
+        Kafka transaction commits (:mod:`flows.lake_outage`).
         """
         with self._lock:
             self._last_flush = time.monotonic()
-            for partition in sorted(self._progress):
-                self._before_commit[partition]()
             commits = []
             for ds in ("alerts", "transactions"):
-                commit = self._flush_dataset(ds)
+                commit = self._written(lambda ds=ds: self._flush_dataset(ds), f"commit {ds}")
                 if commit is not None:
                     commits.append(commit)
+            for partition in sorted(self._progress):
+                self._commit_kafka[partition]()
             self.commits = commits
             return commits
 
@@ -135,7 +177,19 @@ class LakeCommitter:
             return None
         rows = pa.concat_tables(staged.tables) if staged.tables else lake.SCHEMAS[ds].empty_table()
         began = time.monotonic()
-        commit = writer.append(rows, moved)
+        try:
+            commit = writer.append(rows, moved)
+        except Exception as exc:
+            if storage_errno(exc) is None or not _landed(writer, moved):
+                raise
+            # The commit is in the log; what failed came after it (delta-rs's checkpoint
+            # after every hundredth commit). Retrying it would commit the rows twice.
+            log.warning(
+                "lake commit landed, then a step after it failed; not committing it again",
+                extra={"dataset": ds, "lake": str(self.lake_dir)},
+                exc_info=True,
+            )
+            commit = lake.Commit(ds, writer.table.version(), rows.num_rows, 0.0)
         self._staged[ds] = _Staged()
         log.debug(
             "lake commit",
@@ -147,3 +201,17 @@ class LakeCommitter:
             },
         )
         return commit
+
+
+def _landed(writer: lake.TableWriter, versions: dict[str, int]) -> bool:
+    """Whether the table already records exactly ``versions`` (a commit that landed
+    although its call failed); if so, the writer now expects them."""
+    try:
+        writer.refresh()
+    except Exception:  # the log cannot even be read: certainly not known to have landed
+        return False
+    stored = {app: writer.table.transaction_version(app) for app in versions}
+    if any(stored[app] is None or int(stored[app]) != v for app, v in versions.items()):
+        return False
+    writer.claim(versions)
+    return True

@@ -13,11 +13,13 @@ partition to see it due flushes for all), when ``flush_rows`` rows are staged, a
 every ``snapshot()`` (Bytewax calls it at the end of each epoch, so everything
 before a recovery snapshot is durable). A flush, in this order:
 
-1. commits the Kafka transaction of every partition of the process with the group
-   offset after the last message it covers (a fenced instance fails here, before it
-   touches the lake);
-2. commits the staged rows of every partition of the process, one Delta commit per
-   dataset, with each partition's next offset as an application transaction;
+1. commits the staged rows of every partition of the process, one Delta commit per
+   dataset, with each partition's next offset as an application transaction (a
+   stale copy's commit is refused by the writer generations); while the lake's
+   storage refuses writes (a full disk) it waits and retries, committing nothing
+   (:mod:`flows.lake_outage`);
+2. commits the Kafka transaction of every partition of the process with the group
+   offset after the last message it covers (a fenced instance fails here);
 3. updates the status file.
 
 Idempotence, for the replay after a crash (Bytewax re-runs from its last snapshot;
@@ -55,6 +57,7 @@ class Outputs(Protocol):
     def publish(self, dlq: list[DlqRecord], alerts: list[AlertRecord]) -> int: ...
     def due(self) -> bool: ...
     def commit(self, next_offset: int) -> bool: ...
+    def hold(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -130,7 +133,7 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         self.flush_rows = flush_rows
         self.status = status
         # Where each side already is: the replay skips everything before.
-        self.lake_next = committer.claim(partition, self._commit_kafka)
+        self.lake_next = committer.claim(partition, self._commit_kafka, outputs.hold)
         self.kafka_next = outputs.committed
         if self.kafka_next or any(self.lake_next.values()):
             log.info(
@@ -197,7 +200,7 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
 
     def flush(self) -> None:
         began = time.monotonic()
-        commits = self.committer.flush()  # every partition's Kafka transaction, then Delta
+        commits = self.committer.flush()  # Delta, then every partition's Kafka transaction
         if self.status is not None:  # every flush: updated_at doubles as a heartbeat
             self.status.record_flush(
                 partition_key=self.key,

@@ -283,6 +283,7 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
             topic=topic,
             flush_interval_s=settings.flush_interval_s,
             status=status,
+            on_outage=committer.hold_kafka,
         )
 
     log.info("payments flow", extra={"partitions": len(partitions), "lake": str(lake_dir)})

@@ -15,6 +15,7 @@ Delta commits per dataset.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -22,7 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flows.lake_outage import storage_errno
 from flows.records import Counts
+
+log = logging.getLogger("riverbed.flow.status")
 
 SCHEMA_VERSION = 2
 
@@ -45,6 +49,7 @@ class StatusBoard:
         self.rows: dict[str, int] = {}
         self.committed_offsets: dict[str, int] = {}
         self.caught_up: dict[str, bool] = {}
+        self._unwritable = False  # the last write failed (logged once until one succeeds)
 
     def record_flush(
         self,
@@ -93,8 +98,22 @@ class StatusBoard:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(self.as_dict(), indent=1))
-        os.replace(temp, self.path)
+        try:
+            temp.write_text(json.dumps(self.as_dict(), indent=1))
+            os.replace(temp, self.path)
+        except OSError as exc:
+            # A full disk must not stop the flow over its status file: the next flush
+            # writes it again (the lake's own waits are in flows.lake_outage).
+            if storage_errno(exc) is None:
+                raise
+            temp.unlink(missing_ok=True)
+            if not self._unwritable:
+                log.warning(
+                    "status file not written", extra={"path": str(self.path), "err": str(exc)}
+                )
+            self._unwritable = True
+            return
+        self._unwritable = False
 
 
 def read_status(flow_dir: Path) -> list[dict[str, Any]]:

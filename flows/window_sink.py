@@ -13,6 +13,11 @@ generation of the application transaction ``<topic>/windows`` (the newest writer
 wins, as with Kafka's ``init_transactions``), and each MERGE records that generation
 again; an older writer's next MERGE finds a generation it did not write and is
 refused (:class:`riverbed.lake.FencedWriter`): that copy stops.
+
+A MERGE that fails on the lake's storage (a full disk) is retried with the same rows
+until it succeeds; meanwhile the process's Kafka transactions are held
+(:mod:`flows.lake_outage`). A MERGE is idempotent, so one that landed before a later
+step failed is harmless to repeat.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.fencing import reported
+from flows.lake_outage import until_written
 from flows.records import MerchantMinuteRow
 from flows.status import StatusBoard
 from riverbed import lake
@@ -36,6 +43,8 @@ DATASET = "merchant_minute"
 PART = "merchant_minute"
 # A stored window is replaced only by a row at least as full.
 KEEP_IF = "s.txn_count >= t.txn_count"
+
+T = TypeVar("T")
 
 
 def windows_app_id(topic: str) -> str:
@@ -68,12 +77,15 @@ class WindowSinkPartition(StatefulSinkPartition[list[MerchantMinuteRow], None]):
         topic: str,
         flush_interval_s: float,
         status: StatusBoard | None,
+        on_outage: Callable[[], object] | None = None,
     ) -> None:
         self.flush_interval_s = flush_interval_s
         self.status = status
         self.app = windows_app_id(topic)
-        self.writer = lake.TableWriter(Path(lake_dir), DATASET)
-        self.writer.take_over([self.app])
+        self.lake_dir = Path(lake_dir)
+        self.on_outage = on_outage
+        self.writer = self._written(lambda: lake.TableWriter(self.lake_dir, DATASET), "open")
+        self._written(lambda: self.writer.take_over([self.app]), "take over")
         self._rows: dict[tuple[str, int], MerchantMinuteRow] = {}
         self._last_flush = time.monotonic()
 
@@ -104,7 +116,10 @@ class WindowSinkPartition(StatefulSinkPartition[list[MerchantMinuteRow], None]):
         if not self._rows:
             return
         rows = list(self._rows.values())
-        commit = self.writer.upsert(rows_table(rows), {}, keep_if=KEEP_IF)
+        table = rows_table(rows)
+        commit = self._written(
+            lambda: self.writer.upsert(table, {}, keep_if=KEEP_IF), "merge windows"
+        )
         log.debug(
             "windows upserted",
             extra={
@@ -122,6 +137,11 @@ class WindowSinkPartition(StatefulSinkPartition[list[MerchantMinuteRow], None]):
                 committed_offset=None,
             )
         self._rows = {}
+
+    def _written(self, write: Callable[[], T], what: str) -> T:
+        return until_written(
+            write, lake_dir=self.lake_dir, what=f"{DATASET}: {what}", on_outage=self.on_outage
+        )
 
 
 class WindowSink(FixedPartitionedSink[list[MerchantMinuteRow], None]):

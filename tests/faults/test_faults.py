@@ -7,7 +7,9 @@ Run it alone with ``pytest -m fault``; ``make test`` runs it with everything els
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import time
 import uuid
 from collections import Counter
@@ -17,19 +19,24 @@ import psutil
 import pytest
 
 from orchestration.lib import flows
-from riverbed import processes
+from riverbed import lake, processes
 from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
 from riverbed.kafka_health import busiest_leader, cluster_health
 from riverbed.settings import Settings, load_settings
 from tests.support.faults import (
+    Dagster,
     RecordingProducer,
     Supervised,
     check_lake_against,
+    fill_disk,
     kill_nodes,
+    tmpfs,
 )
 from tests.support.flow_harness import (
+    committed_offsets,
     drained,
+    end_offsets,
     lake_offsets,
     wait_until,
 )
@@ -184,3 +191,135 @@ def test_losing_two_of_three_brokers_stops_writes_and_loses_nothing(
     assert set(errors) <= {"_MSG_TIMED_OUT", "NOT_ENOUGH_REPLICAS", "REQUEST_TIMED_OUT"}
     assert flow.unclear_exits() == []
     assert check_lake_against(fault_settings, producer) > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting the lake's small disk (tmpfs) needs root")
+def test_a_full_lake_disk_commits_nothing_and_resumes_by_itself(
+    cluster: LocalCluster, fault_settings: Settings, tmp_path: Path, record_property: object
+) -> None:
+    # Transactions time out after 10 s here, so a Kafka transaction left open while
+    # the lake is full would be aborted by the broker and its producer fenced.
+    settings = load_settings(
+        **{**fault_settings.model_dump(exclude_none=True), "flow_transaction_timeout_s": 10}
+    )
+    log = tmp_path / "flow.log"
+    said = "lake unavailable: no space left on device"
+    with tmpfs(settings.lake_dir, size="64m"):
+        producer = RecordingProducer(settings, rate=200).start()
+        flow = Supervised(settings, log).start()
+        try:
+            every_partition = set(end_offsets(settings))
+            flow.run_until(
+                lambda: set(lake_offsets(settings)) == every_partition,
+                90,
+                "every partition's commit",
+            )
+            filler = fill_disk(settings.lake_dir)
+            flow.run_until(lambda: said in log.read_text(), 60, "the flow to say why")
+            group_full, lake_full = committed_offsets(settings), lake_offsets(settings)
+            time.sleep(20)  # past the transaction timeout, with the producer running
+            group_later, lake_later = committed_offsets(settings), lake_offsets(settings)
+            backlog = sum(end_offsets(settings).values()) - sum(group_later.values())
+            filler.unlink()  # space returns; nobody restarts anything
+            freed_at = time.monotonic()
+            flow.run_until(lambda: lake_offsets(settings) != lake_later, 60, "a lake commit")
+            resumed_s = time.monotonic() - freed_at
+            producer.stop()
+            flow.run_until(drained(settings), 240, "the flow to catch up")
+            still_running = flow.running()
+        finally:
+            producer.stop()
+            flow.stop()
+        text = log.read_text()
+        record_property("resumed_s", round(resumed_s, 1))
+        record_property("backlog_while_full", backlog)
+        # While full: neither the lake nor the group's offsets moved, although events
+        # kept arriving. The group may be ahead of the lake only by what live alert
+        # commits covered before the failed flush (at most about one flush interval
+        # of input; they make alerts visible within 0.2 s).
+        assert lake_later == lake_full and group_later == group_full
+        assert backlog > 200 * 10, f"the producer was not producing meanwhile ({backlog})"
+        ahead = {p: group_later[p] - lake_later.get(p, 0) for p in group_later}
+        record_property("group_ahead_of_lake", ahead)
+        assert sum(max(0, n) for n in ahead.values()) <= 200 * 2 * (settings.flush_interval_s + 1)
+        # Said why once, with the lake, the error and what to do; resumed on its own.
+        lines = [line for line in text.splitlines() if said in line]
+        assert len(lines) == 1, lines
+        assert f"lake={settings.lake_dir}" in lines[0] and "free space" in lines[0]
+        assert "lake writable again" in text
+        assert flow.restarts == 0 and still_running, "the flow stopped"
+        assert resumed_s < 30
+        # Delta's log is consistent (a failed write left no commit behind) and the lake
+        # holds every acknowledged transaction once.
+        assert [d.error for d in producer.failed] == []
+        stored = check_lake_against(settings, producer)
+        assert lake.read_table(settings.lake_dir, "transactions", columns=["_offset"]).num_rows == (
+            stored
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dagster_restarted_under_a_running_flow_leaves_it_running(
+    cluster: LocalCluster, fault_settings: Settings, tmp_path: Path, record_property: object
+) -> None:
+    settings = load_settings(
+        **{**fault_settings.model_dump(exclude_none=True), "dagster_port": _free_port()}
+    )
+    producer = RecordingProducer(settings, rate=200).start()
+    dagster = Dagster(settings).start()
+    dagster_log = settings.home / "logs" / "dagster.log"
+
+    def liveness_tick(after: float) -> dict | None:
+        ticks = [t for t in dagster.sensor_ticks("flow_liveness") if t["timestamp"] > after]
+        return ticks[0] if ticks else None
+
+    try:
+        # Deployed as the flows/payments asset deploys it (the asset's own code, run here
+        # while Dagster starts: a materialization through the CLI costs a minute more);
+        # Dagster's liveness sensor then watches it through its deployment record.
+        deployment = flows.deploy(settings, "payments").deployment
+        leader = psutil.Process(deployment.pid)
+        dagster.wait()
+        began = time.time() - 3600
+        wait_until(lambda: liveness_tick(began) is not None, 120, "a sensor tick", [], dagster_log)
+        wait_until(
+            lambda: bool(leader.children()) and bool(lake_offsets(settings)),
+            90,
+            "the deployed flow's first lake commit",
+            [],
+            Path(deployment.log_path),
+        )
+        flow_procs = {p.pid: p.create_time() for p in [leader, *leader.children(recursive=True)]}
+
+        dagster.kill()
+        lake_at_kill = sum(lake_offsets(settings).values())
+        restarted_at = time.time()
+        dagster.start()
+        time.sleep(3 * settings.flush_interval_s + 2)  # Dagster is still starting
+        lake_while_down = sum(lake_offsets(settings).values())
+        dagster.wait()
+        wait_until(
+            lambda: liveness_tick(restarted_at) is not None, 120, "a new tick", [], dagster_log
+        )
+        record_property("dagster_back_s", round(time.time() - restarted_at, 1))
+        tick = liveness_tick(restarted_at)
+        now_procs = {p.pid: p.create_time() for p in [leader, *leader.children(recursive=True)]}
+        producer.stop()
+        wait_until(drained(settings), 180, "the flow to catch up", [], Path(deployment.log_path))
+        after = processes.read_deployment(flows.deployment_dir(settings, "payments"))
+    finally:
+        producer.stop()
+        dagster.kill()
+        flows.stop(settings, "payments")
+    # The flow never noticed: the same processes throughout, consuming while Dagster
+    # was down, found again by the restarted sensor (alive: nothing redeployed).
+    assert lake_while_down > lake_at_kill, "the lake did not grow while Dagster was down"
+    assert now_procs == flow_procs and after == deployment
+    assert tick is not None and tick["runIds"] == [], tick
+    assert "payments: alive" in (tick["skipReason"] or ""), tick
+    assert check_lake_against(settings, producer) > 0

@@ -10,17 +10,23 @@ exactly once, whatever was killed meanwhile.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from confluent_kafka import KafkaError, Message, Producer
 
+from orchestration import platform
+from orchestration.lib.webserver import graphql
 from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
 from riverbed.broker import LocalCluster
@@ -60,7 +66,10 @@ class RecordingProducer:
         return self
 
     def stop(self, flush_timeout: float = 180.0) -> None:
-        """Stop sending and wait until every message sent is acknowledged or failed."""
+        """Stop sending and wait until every message sent is acknowledged or failed
+        (once: later calls, from a ``finally``, do nothing)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         assert self._thread is not None
         self._thread.join(flush_timeout + 10)
@@ -176,6 +185,7 @@ CLEAR_REASONS = (
     "fenced, stopping: ",
     "sink failed, stopping (the flow resumes",
     "stuck past its timeout",
+    "while the lake",
 )
 
 
@@ -220,3 +230,102 @@ class Supervised:
 
     def stop(self) -> None:
         stop_flow(self._procs)
+
+
+# --- the lake's disk ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``directory`` (needs root), unmounted afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True
+    )
+    try:
+        yield directory
+    finally:
+        # Lazily if something (a lake reader of this process) still holds a file there.
+        if subprocess.run(["umount", str(directory)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write a file into ``directory`` until its filesystem has no byte left; the file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for chunk in (b"\0" * (1 << 20), b"\0" * 4096, b"\0"):
+            while True:
+                try:
+                    os.write(fd, chunk)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+# --- Dagster ---------------------------------------------------------------------------
+
+
+@dataclass
+class Dagster:
+    """Dagster as ``make run`` runs it (``dagster dev``: webserver, daemon, code server),
+    through :mod:`orchestration.platform`."""
+
+    settings: Settings
+    child: platform.Child | None = None
+
+    def start(self) -> Dagster:
+        platform.write_dagster_home(self.settings)
+        argv = [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-w",
+            str(platform.REPO / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.settings.dagster_port),
+        ]
+        self.child = platform.spawn("dagster", argv, self.settings)
+        return self
+
+    def wait(self) -> None:
+        assert self.child is not None
+        platform.wait_for_dagster(self.settings, self.child, timeout=240)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process of Dagster's process group (a session of its own)."""
+        assert self.child is not None
+        group = self.child.process.pid
+        found = []
+        for proc in psutil.process_iter(["status"]):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        return found
+
+    def kill(self) -> None:
+        """kill -9 of every Dagster process, as a crash or an OOM kill of its container."""
+        assert self.child is not None
+        members = self.processes()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.child.process.pid, signal.SIGKILL)
+        psutil.wait_procs(members, timeout=30)
+        self.child.process.wait(10)
+        assert self.processes() == [], "a Dagster process survived kill -9 of its group"
+
+    def sensor_ticks(self, sensor: str, limit: int = 5) -> list[dict]:
+        """The sensor's latest ticks, newest first (``timestamp``, ``status``,
+        ``skipReason``, ``runIds``), from Dagster's own record of them."""
+        data = graphql(
+            self.settings,
+            f"""{{ sensorOrError(sensorSelector: {{repositoryName: "__repository__",
+                 repositoryLocationName: "riverbed", sensorName: "{sensor}"}}) {{
+                   ... on Sensor {{ sensorState {{ ticks(limit: {limit}) {{
+                       timestamp status skipReason runIds }} }} }} }} }}""",
+        )
+        return data["sensorOrError"]["sensorState"]["ticks"]

@@ -54,6 +54,9 @@ class RecordingOutputs:
         self.committed = next_offset
         return True
 
+    def hold(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

@@ -6,12 +6,15 @@ The lake is real (Delta tables in tmp_path); the Kafka side is a recording stand
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from flows import lake_outage
 from flows.lake_commits import LakeCommitter
 from flows.lake_sink import LakePartitionSink
 from flows.records import (
@@ -34,9 +37,10 @@ T0 = 20_000 * DAY_US + 3_600_000_000  # 2024-10-04 01:00 UTC
 class Outputs:
     """Records what the sink asks of Kafka, in order."""
 
-    def __init__(self, log: list[str], committed: int = 0) -> None:
+    def __init__(self, log: list[str], committed: int = 0, lake_dir: Path | None = None) -> None:
         self.log = log
         self.committed = committed
+        self.lake_dir = lake_dir  # set: each commit also logs how many rows the lake had
         self.dlq: list[int] = []
         self.alerts: list[str] = []
         self.open = False
@@ -57,7 +61,12 @@ class Outputs:
         self.open = False
         self.committed = max(self.committed, next_offset)
         self.log.append(f"commit {next_offset}")
+        if self.lake_dir is not None:
+            self.log.append(f"lake had {len(lake_offsets(self.lake_dir))}")
         return True
+
+    def hold(self) -> None:
+        self.log.append("hold")
 
     def close(self) -> None:
         self.log.append("close")
@@ -93,7 +102,7 @@ def sink(
     partition: int = 3,
     committer: LakeCommitter | None = None,
 ) -> tuple[LakePartitionSink, Outputs]:
-    outputs = Outputs(log, committed)
+    outputs = Outputs(log, committed, lake_dir)
     return (
         LakePartitionSink(
             committer=committer or LakeCommitter(lake_dir, TOPIC),
@@ -123,20 +132,20 @@ def versions(lake_dir: Path, dataset: str = "transactions") -> dict[int, int]:
     return lake.stored_offsets(lake.open_table(lake_dir, dataset), TOPIC, range(8))
 
 
-def test_kafka_commits_first_then_the_lake_with_its_offsets(tmp_path: Path) -> None:
+def test_the_lake_commits_first_then_kafka_with_its_offsets(tmp_path: Path) -> None:
     log: list[str] = []
     s, _outputs = sink(tmp_path, log)
     s.write_batch([processed(range(0, 12), invalid=(5,))])
     assert log[:3] == ["dlq 5", "alert a0", "alert a10"], "into the transaction at once"
     assert lake_offsets(tmp_path) == []
     s.snapshot()
-    assert log[3:] == ["commit 12"]
+    assert log[3:] == ["commit 12", "lake had 11"], "the group offset follows the lake"
     assert lake_offsets(tmp_path) == [o for o in range(12) if o != 5]
     assert lake_offsets(tmp_path, "alerts") == [0, 10]
     assert versions(tmp_path) == {3: 12} and versions(tmp_path, "alerts") == {3: 12}
     before = lake.summary(tmp_path, "transactions")
     s.snapshot()
-    assert log[-1] == "commit 12" and lake.summary(tmp_path, "transactions") == before, (
+    assert log[-2] == "commit 12" and lake.summary(tmp_path, "transactions") == before, (
         "nothing new: no second commit on either side"
     )
 
@@ -155,6 +164,58 @@ def test_a_replay_skips_what_the_lake_and_the_topics_already_have(tmp_path: Path
     assert lake_offsets(tmp_path) == [o for o in range(30) if o not in (3, 13, 23)]
     assert lake_offsets(tmp_path, "alerts") == [0, 10, 20]
     assert versions(tmp_path) == {3: 30}
+
+
+def test_a_full_disk_holds_kafka_and_retries_the_same_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The storage fails (as a full disk does: pyarrow raises OSError 28) for the first
+    # three data files; the flow must wait, commit nothing meanwhile, then land it once.
+    monkeypatch.setattr(lake_outage, "FIRST_PAUSE_S", 0.01)
+    write_file = lake._write_file
+    failures = iter(range(3))
+
+    def full_then_free(*args: object) -> object:
+        if next(failures, None) is not None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_file(*args)
+
+    monkeypatch.setattr(lake, "_write_file", full_then_free)
+    log: list[str] = []
+    s, _outputs = sink(tmp_path, log)
+    s.write_batch([processed(range(0, 12), invalid=(5,))])
+    with caplog.at_level(logging.INFO, logger="riverbed"):
+        s.snapshot()
+    assert log[3:] == ["hold", "commit 12", "lake had 11"], "no Kafka commit before the lake"
+    assert lake_offsets(tmp_path) == [o for o in range(12) if o != 5]
+    assert versions(tmp_path) == {3: 12}
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(said) == 1 and "no space left on device" in said[0] and "free space" in said[0]
+    assert any("lake writable again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_commit_that_landed_before_a_later_step_failed_is_not_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # delta-rs writes a checkpoint after every hundredth commit; on a full disk the
+    # commit lands and the checkpoint fails, and the call raises.
+    create = lake.TableWriter._create_write_transaction
+    failed: list[bool] = []
+
+    def commit_then_fail(self: lake.TableWriter, *args: object) -> None:
+        create(self, *args)
+        if self.dataset == "transactions" and not failed:
+            failed.append(True)
+            raise OSError("Kernel error: ... No space left on device (os error 28)")
+
+    s, _outputs = sink(tmp_path, [])
+    monkeypatch.setattr(lake.TableWriter, "_create_write_transaction", commit_then_fail)
+    s.write_batch([processed(range(0, 12))])
+    s.flush()
+    s.write_batch([processed(range(12, 20))])
+    s.flush()
+    assert failed and lake_offsets(tmp_path) == list(range(20)), "each row once"
+    assert versions(tmp_path) == {3: 20}
 
 
 def test_one_commit_per_dataset_for_every_partition_of_a_process(tmp_path: Path) -> None:
