@@ -4,16 +4,8 @@ Kafka node and `riverbed metrics`: what it stores is what the cluster says."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,35 +16,11 @@ from riverbed import lake, prometheus
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 from riverbed.warehouse import publish_read_copy
-from tests.support.flow_harness import REPO, end_offsets
+from tests.support.flow_harness import end_offsets
+from tests.support.monitoring import free_port, running_prometheus, wait_for
 from tests.unit.riverbed.test_lake import txns
 
 pytestmark = pytest.mark.kafka
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def query(settings: Settings, promql: str) -> list[dict]:
-    url = f"{prometheus.url(settings)}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())["data"]["result"]
-
-
-def wait_for(settings: Settings, promql: str, timeout: float = 60) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = query(settings, promql)
-        except OSError:
-            found = []  # not listening yet
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"Prometheus never had {promql}")
 
 
 @pytest.fixture
@@ -68,22 +36,8 @@ def monitored(
         consumer_group=kafka_settings.consumer_group,
         prometheus_port=free_port(),
     )
-    prometheus.prepare(settings)
-    server = subprocess.Popen(
-        prometheus.command(settings), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    exporter = subprocess.Popen(
-        [sys.executable, "-m", "riverbed.cli", "metrics"],
-        env={**os.environ, **settings.to_env()},
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
+    with running_prometheus(settings):
         yield settings
-    finally:
-        for process in (exporter, server):
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
 
 
 def grafana_metrics() -> set[str]:

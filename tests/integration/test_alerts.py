@@ -1,0 +1,81 @@
+"""Riverbed's alerting rules fire when their conditions are caused for real: on the
+three-node test cluster, one node killed, a producer with nobody consuming, a lake
+whose last commit is old, and no flow running. One Prometheus watches all of it, so
+the rules' waiting times ("for") overlap instead of adding up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from riverbed import lake
+from riverbed.broker import LocalCluster
+from riverbed.kafka_admin import recreate_topics
+from riverbed.settings import load_settings
+from riverbed.topics import PAYMENTS_TRANSACTIONS
+from tests.support.faults import kill_nodes
+from tests.support.flow_harness import REPO
+from tests.support.monitoring import firing, free_port, running_prometheus, wait_for
+from tests.unit.riverbed.test_lake import txns
+
+pytestmark = [pytest.mark.kafka, pytest.mark.fault]
+
+EXPECTED = {
+    "KafkaBrokerDown",
+    "KafkaUnderReplicatedPartitions",
+    "RiverbedLagGrowing",
+    "RiverbedLakeNotFresh",
+    "RiverbedFlowDown",
+}
+
+
+def test_each_alert_fires_when_its_condition_is_caused(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        home=tmp_path / "riverbed",
+        kafka_port=cluster.settings.kafka_port,
+        kafka_brokers=3,
+        kafka_dist=cluster.settings.kafka_dist,
+        consumer_group=f"riverbed.payments.alerts-{uuid.uuid4().hex[:8]}",
+        prometheus_port=free_port(),
+        lag_threshold=50,
+        freshness_threshold_s=5,
+    )
+    recreate_topics(settings)
+    # A lake whose newest commit is already older than the freshness threshold by the
+    # time Prometheus first sees it.
+    writer = lake.TableWriter(settings.lake_dir, "transactions")
+    app = lake.app_id(PAYMENTS_TRANSACTIONS, 0)
+    writer.claim([app])
+    writer.append(txns(range(10)), {app: 10})
+
+    with running_prometheus(settings):
+        assert wait_for(settings, 'count(up{job="kafka"} == 1) == 3')
+        assert firing(settings) == set()  # nothing fires before its condition holds long enough
+        # Lag that grows: a producer and nobody consuming its group.
+        producer = subprocess.Popen(
+            [sys.executable, "-m", "riverbed.cli", "produce", "payments", "--rate", "50"],
+            env={**os.environ, **settings.to_env()},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(10)
+        kill_nodes(cluster, 3)  # the cluster's fixture starts it again for the next test
+        try:
+            deadline = time.monotonic() + 150
+            while (fired := firing(settings)) < EXPECTED:
+                assert time.monotonic() < deadline, f"not firing: {EXPECTED - fired}"
+                time.sleep(2)
+        finally:
+            producer.terminate()  # flushes, then exits
+            producer.wait(60)
+        # The node that is down, by name.
+        (down,) = wait_for(settings, 'ALERTS{alertname="KafkaBrokerDown",alertstate="firing"}')
+        assert down["metric"]["node"] == "3"

@@ -1,0 +1,71 @@
+"""Prometheus for tests: configured and started as `make run` does, with `riverbed
+metrics` beside it, and queried through its HTTP API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+
+from riverbed import prometheus
+from riverbed.settings import Settings
+from tests.support.flow_harness import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_prometheus(settings: Settings) -> Iterator[Settings]:
+    """Prometheus on ``settings.prometheus_port`` and the state exporter, until the end."""
+    prometheus.prepare(settings)
+    server = subprocess.Popen(
+        prometheus.command(settings), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "riverbed.cli", "metrics"],
+        env={**os.environ, **settings.to_env()},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield settings
+    finally:
+        for process in (exporter, server):
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+
+
+def query(settings: Settings, promql: str) -> list[dict]:
+    url = f"{prometheus.url(settings)}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())["data"]["result"]
+
+
+def wait_for(settings: Settings, promql: str, timeout: float = 60) -> list[dict]:
+    """The result of ``promql`` once it has one, polled every second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = query(settings, promql)
+        except OSError:
+            found = []  # not listening yet
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"Prometheus never had {promql} within {timeout:.0f} s")
+
+
+def firing(settings: Settings) -> set[str]:
+    return {a["metric"]["alertname"] for a in query(settings, 'ALERTS{alertstate="firing"}')}
