@@ -9,6 +9,9 @@ build_warehouse = dg.define_asset_job(
     WAREHOUSE_JOB,
     selection=dg.AssetSelection.assets(warehouse_models),
     description="dbt build of every warehouse model and test, then the read-only copy.",
+    # One step, which runs dbt as a process of its own: the default executor would start
+    # another Python process for it, loading the code location again, on every build.
+    executor_def=dg.in_process_executor,
 )
 
 

@@ -7,6 +7,7 @@ published copy keeps reading while builds run and publish.
 
 import contextlib
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -117,12 +118,13 @@ def test_a_reader_of_the_copy_and_builds_never_break_each_other(tmp_path: Path) 
         text=True,
     )
     try:
-        for _ in range(2):
-            result = run_dbt(home, "build")
-            assert result.ok, result.output[-4000:]
-            publish_read_copy(settings)
-            with connect_readonly(settings) as fresh:  # a new reader gets the new copy
-                assert fresh.execute("select count(*) from fct_transactions").fetchone() == (0,)
+        # A build, then its copy published over the one the reader holds open (one round:
+        # a second one would replace a copy nobody holds, which proves nothing more).
+        result = run_dbt(home, "build")
+        assert result.ok, result.output[-4000:]
+        publish_read_copy(settings)
+        with connect_readonly(settings) as fresh:  # a new reader gets the new copy
+            assert fresh.execute("select count(*) from fct_transactions").fetchone() == (0,)
         assert reader.poll() is None, reader.stderr.read() if reader.stderr else ""
     finally:
         stop.touch()
@@ -136,23 +138,44 @@ def test_a_second_dbt_build_waits_for_the_lock_or_fails_naming_the_holder(
 ) -> None:
     home = tmp_path / "riverbed"
     home.mkdir()
-    # a dbt process that holds the warehouse for a while (a slow query)
-    slow = "select max(hash(range)) as h from range(3000000000)"
-    argv, env = dbt_command(home, "show", "--inline", slow, target="first")
+    # A dbt process that holds the warehouse until this test lets it go: its query reads a
+    # named pipe, which blocks until something writes to it (no race with a fixed delay).
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    argv, env = dbt_command(home, "show", "--inline", f"select * from read_csv('{gate}')",
+                            target="first")  # fmt: skip
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    third: subprocess.Popen[bytes] | None = None
     try:
         deadline = time.monotonic() + 60
         lock = lock_path(home / "warehouse.duckdb")
         while not (lock.exists() and "(dbt)" in lock.read_text()):
             assert first.poll() is None and time.monotonic() < deadline, "no lock taken"
             time.sleep(0.1)
-        # a build that may not wait fails at once, naming the running build
+        # a build that may wait starts now, and gets in once the first one is done
+        argv, env = dbt_command(home, "build", target="third")
+        third = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # meanwhile a build that may not wait fails at once, naming the running build
         second = run_dbt(home, "build", extra_env={"RIVERBED_WAREHOUSE_LOCK_TIMEOUT_S": "0.5"})
         assert not second.ok
         assert f"being written by pid {first.pid}" in second.output, second.output[-3000:]
-        # a build that may wait gets in once the first one is done
-        third = run_dbt(home, "build")
-        assert third.ok, third.output[-4000:]
+        assert third.poll() is None, "the waiting build did not wait"
     finally:
+        _open_gate(gate, first)
         first.wait(timeout=120)
+        if third is not None:
+            third_output = third.communicate(timeout=300)[0].decode(errors="replace")
     assert first.returncode == 0
+    assert third.returncode == 0, third_output[-4000:]
+
+
+def _open_gate(gate: Path, reader: subprocess.Popen[bytes]) -> None:
+    """Let the process reading ``gate`` finish (kill it if it never opened the pipe)."""
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # nobody reads the pipe: the process failed before its query
+        if reader.poll() is None:
+            reader.kill()
+        return
+    with os.fdopen(fd, "w") as pipe:
+        pipe.write("released\n1\n")
