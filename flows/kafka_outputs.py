@@ -32,6 +32,7 @@ from typing import NoReturn
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from flows.kafka_source import consumer_config
+from flows.metrics import FlowMetrics
 from flows.records import AlertRecord, DlqRecord
 from riverbed.kafka_admin import committed_offsets
 from riverbed.settings import Settings
@@ -136,8 +137,10 @@ class KafkaOutputs:
         partition: int,
         dlq_topic: str,
         alerts_topic: str,
+        metrics: FlowMetrics | None = None,
     ) -> None:
         self.source_topic = source_topic
+        self.metrics = metrics
         self.partition = partition
         self.dlq_topic = dlq_topic
         self.alerts_topic = alerts_topic
@@ -172,6 +175,9 @@ class KafkaOutputs:
         self._open_since: float | None = None
         # What the open transaction holds, to publish again if it must be aborted.
         self._pending: list[tuple[str, bytes | None, bytes | None, list]] = []
+        # Of those, for the metrics once they commit: DLQ records, alerts (rule, event µs).
+        self._pending_dlq = 0
+        self._pending_alerts: list[tuple[str, int]] = []
         # A partition's sink publishes from its worker; any sink of the process may
         # commit it in a flush (flows.lake_commits): one transactional call at a time.
         self._lock = threading.RLock()
@@ -272,6 +278,7 @@ class KafkaOutputs:
                 *_headers(self.source_topic, self.partition, r.offset),
             ]
             self._produce(self.dlq_topic, r.key, r.value, headers)
+            self._pending_dlq += 1
             n += 1
         for a in alerts:
             if n == 0:
@@ -281,6 +288,7 @@ class KafkaOutputs:
                 *_headers(self.source_topic, self.partition, a.offset),
             ]
             self._produce(self.alerts_topic, a.card_id.encode(), a.payload, headers)
+            self._pending_alerts.append((a.rule, a.event_us))
             n += 1
         return n
 
@@ -327,9 +335,16 @@ class KafkaOutputs:
                     self._fail(err, exc)
                 self._redo_transaction(err)
         self._open_since = None
-        self._pending.clear()
+        if self.metrics is not None:
+            self.metrics.kafka_committed(self.partition, self._pending_dlq, self._pending_alerts)
+        self._forget_pending()
         self.committed = max(self.committed, next_offset)
         return True
+
+    def _forget_pending(self) -> None:
+        self._pending.clear()
+        self._pending_dlq = 0
+        self._pending_alerts = []
 
     def _redo_transaction(self, err: KafkaError) -> None:
         """Abort the open transaction and publish its records again in a new one.
@@ -377,6 +392,6 @@ class KafkaOutputs:
             except KafkaException as exc:
                 log.warning("abort on close failed", extra={"part": self.partition, "err": exc})
             self._open_since = None
-            self._pending.clear()
+            self._forget_pending()
         self._producer.flush(10)
         self._group.close()

@@ -34,6 +34,7 @@ from typing import TypeVar
 import pyarrow as pa
 
 from flows.lake_outage import storage_errno, until_written
+from flows.metrics import FlowMetrics
 from riverbed import lake
 
 log = logging.getLogger("riverbed.flow.lake")
@@ -69,6 +70,7 @@ class LakeCommitter:
         self._progress: dict[int, int] = {}  # partition -> next offset staged so far
         self._last_flush = time.monotonic()
         self.commits: list[lake.Commit] = []  # the latest flush's, for status and metrics
+        self.metrics: FlowMetrics | None = None  # set by the flow (flows.metrics)
 
     @classmethod
     def shared(cls, lake_dir: Path, topic: str) -> LakeCommitter:
@@ -154,7 +156,7 @@ class LakeCommitter:
         Kafka transaction commits (:mod:`flows.lake_outage`).
         """
         with self._lock:
-            self._last_flush = time.monotonic()
+            self._last_flush = began = time.monotonic()
             commits = []
             for ds in ("alerts", "transactions"):
                 commit = self._written(lambda ds=ds: self._flush_dataset(ds), f"commit {ds}")
@@ -163,6 +165,8 @@ class LakeCommitter:
             for partition in sorted(self._progress):
                 self._commit_kafka[partition]()
             self.commits = commits
+            if self.metrics is not None:
+                self.metrics.flush_seconds.observe(time.monotonic() - began)
             return commits
 
     def _flush_dataset(self, ds: str) -> lake.Commit | None:
@@ -191,6 +195,8 @@ class LakeCommitter:
             )
             commit = lake.Commit(ds, writer.table.version(), rows.num_rows, 0.0)
         self._staged[ds] = _Staged()
+        if ds == "transactions" and self.metrics is not None:
+            self.metrics.lake_committed(rows)  # counted once: only new rows are staged
         log.debug(
             "lake commit",
             extra={

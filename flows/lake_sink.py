@@ -42,6 +42,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from flows.fencing import reported
 from flows.kafka_source import part_name, part_number
 from flows.lake_commits import LakeCommitter
+from flows.metrics import FlowMetrics
 from flows.records import AlertRecord, Counts, DlqRecord, ProcessedBatch, TxnColumns
 from flows.status import StatusBoard
 from riverbed import lake
@@ -123,8 +124,10 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         flush_interval_s: float,
         flush_rows: int,
         status: StatusBoard | None,
+        metrics: FlowMetrics | None = None,
     ) -> None:
         self.topic = topic
+        self.metrics = metrics
         self.partition = partition
         self.key = part_name(topic, partition)
         self.committer = committer
@@ -143,11 +146,17 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         self._counts = Counts()
         self._covered_next: int | None = None
         self._caught_up = False
+        # Duplicates dropped since the last flush, of batches past the point the lake
+        # had reached at start (earlier ones were counted before the restart).
+        self._resent = 0
 
     # -- Bytewax ---------------------------------------------------------------------
     def write_batch(self, values: list[ProcessedBatch]) -> None:
+        began = time.monotonic()
         with reported():
             self._write_batch(values)
+        if self.metrics is not None:
+            self.metrics.write_batch_seconds.observe(time.monotonic() - began)
 
     def snapshot(self) -> None:
         with reported():
@@ -189,6 +198,11 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
             if alerts:
                 alert_rows = alerts_table(alerts, self.topic, self.partition)
         self._counts.add(batch.counts)
+        if self.metrics is not None:
+            if len(batch.txns):
+                self.metrics.saw_events(self.partition, max(batch.txns.event_us))
+            if batch.next_offset - batch.counts.processed >= self.lake_next["transactions"]:
+                self._resent += batch.counts.resent
         self._caught_up = batch.caught_up
         if self._covered_next is None or batch.next_offset > self._covered_next:
             self._covered_next = batch.next_offset
@@ -201,6 +215,9 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
     def flush(self) -> None:
         began = time.monotonic()
         commits = self.committer.flush()  # Delta, then every partition's Kafka transaction
+        if self.metrics is not None:
+            self.metrics.resent(self.partition, self._resent)
+            self._resent = 0
         if self.status is not None:  # every flush: updated_at doubles as a heartbeat
             self.status.record_flush(
                 partition_key=self.key,

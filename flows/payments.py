@@ -64,6 +64,7 @@ from flows.kafka_outputs import WEDGED_EXIT, KafkaOutputs
 from flows.kafka_source import KafkaPartitionedSource, part_name, topic_partitions
 from flows.lake_commits import LakeCommitter
 from flows.lake_sink import LakePartitionedSink, LakePartitionSink
+from flows.metrics import FlowMetrics
 from flows.processor import PartitionProcessor
 from flows.records import (
     MerchantMinuteRow,
@@ -258,6 +259,11 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
     if store is not None:
         start.update(start_offsets.load_or_record(store, settings, topic, partitions))
     committer = LakeCommitter.shared(lake_dir, topic)
+    metrics = None
+    if settings.flow_metrics:
+        metrics = FlowMetrics()
+        metrics.serve(settings, FLOW, _process_id())
+        committer.metrics = metrics
 
     def make_partition(partition: int) -> LakePartitionSink:
         outputs = KafkaOutputs(
@@ -266,6 +272,7 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
             partition=partition,
             dlq_topic=dlq_topic,
             alerts_topic=alerts_topic,
+            metrics=metrics,
         )
         return LakePartitionSink(
             committer=committer,
@@ -275,6 +282,7 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
             flush_interval_s=settings.flush_interval_s,
             flush_rows=settings.flush_rows,
             status=status,
+            metrics=metrics,
         )
 
     def make_window_partition() -> WindowSinkPartition:

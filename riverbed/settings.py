@@ -129,6 +129,9 @@ class Settings(BaseSettings):
         description="transaction.timeout.ms of the flow's Kafka outputs: how long the broker "
         "waits for a stalled flow's open transaction before it aborts it and fences it.",
     )
+    flow_metrics: bool = Field(
+        True, description="Serve the flow's metrics to Prometheus (flows.metrics)."
+    )
     flush_rows: int = Field(50_000, ge=1)
     window_s: int = Field(60, ge=1)
     fraud_velocity_count: int = Field(5, ge=2)
