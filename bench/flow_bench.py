@@ -2,6 +2,7 @@
 
     python -m bench.flow_bench throughput [--events 1000000] [--processes 1]
     python -m bench.flow_bench latency [--rate 5000] [--seconds 60]
+    python -m bench.flow_bench metrics [--events 1000000] [--rounds 2]
 
 throughput: pre-load ``--events`` generated transactions into a fresh copy of the
 payments topics (``bench.``-prefixed, deleted at the end), then drain them into
@@ -21,6 +22,9 @@ p99. The baseline is a plain consumer that relays every message to an output
 topic and writes Parquet on the same flush interval: Kafka's and the file
 cadence's floor. Goals: alert p99 < 500 ms; lake p99 < flush interval + 1 s.
 
+metrics: drain the same pre-loaded topic with the flow's metrics off and on (served
+and scraped every 5 s), alternating the order; goal: on >= 0.95x off.
+
 Runs against ``RIVERBED_KAFKA_BOOTSTRAP`` (or the settings' local broker, which
 must be running). Appends a section to ``bench/RESULTS.md``.
 """
@@ -39,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -332,26 +337,10 @@ def throughput(settings: Settings, events: int, processes: int, work: Path) -> l
     total = sum(ends.values())
 
     flow_settings = bench_settings(settings, work / "flow", "bench.flow")
-    log = work / "flow.log"
-    began = time.monotonic()
-    procs = start_flow(flow_settings, processes, log)
-    try:
-        wait_drained(
-            lake_progress(flow_settings.lake_dir, sorted(ends)),
-            "the flow",
-            ends,
-            1800,
-            lambda: all(p.poll() is None for p in procs),
-        )
-        flow_s = time.monotonic() - began
-    except RuntimeError:
-        print(log.read_text()[-3000:], file=sys.stderr)
-        raise
-    finally:
-        stop(procs)
-    flow = Drain(f"flow ({processes} process{'es' if processes > 1 else ''}, recovery on)", flow_s,
-                 total)  # fmt: skip
-    print(f"  flow: {flow.rate:,.0f} events/s ({flow_s:.1f}s)", flush=True)
+    flow = drain_with_flow(
+        flow_settings, ends, processes, work / "flow.log",
+        f"flow ({processes} process{'es' if processes > 1 else ''}, recovery on)",
+    )  # fmt: skip
 
     base_settings = bench_settings(settings, work / "baseline", "bench.baseline")
     drain = BaselineDrain(
@@ -361,7 +350,6 @@ def throughput(settings: Settings, events: int, processes: int, work: Path) -> l
         flush_interval_s=settings.flush_interval_s,
     )
     thread = threading.Thread(target=drain.run, daemon=True)
-    began = time.monotonic()
     thread.start()
     try:
         base_s = wait_drained(
@@ -378,6 +366,96 @@ def throughput(settings: Settings, events: int, processes: int, work: Path) -> l
     print(f"  baseline: {baseline.rate:,.0f} events/s ({base_s:.1f}s)", flush=True)
     delete_topics(settings, [SOURCE, ALERTS, DLQ])
     return [flow, baseline]
+
+
+def drain_with_flow(
+    settings: Settings, ends: dict[int, int], processes: int, log: Path, name: str
+) -> Drain:
+    """The flow, launched and run until its lake holds the topic to ``ends``."""
+    began = time.monotonic()
+    procs = start_flow(settings, processes, log)
+    scraping = threading.Event()
+    scraper = threading.Thread(target=scrape_while, args=(settings, scraping), daemon=True)
+    scraper.start()
+    try:
+        wait_drained(
+            lake_progress(settings.lake_dir, sorted(ends)),
+            "the flow",
+            ends,
+            1800,
+            lambda: all(p.poll() is None for p in procs),
+        )
+        seconds = time.monotonic() - began
+    except RuntimeError:
+        print(log.read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        scraping.set()
+        stop(procs)
+    drain = Drain(name, seconds, sum(ends.values()))
+    print(f"  {name}: {drain.rate:,.0f} events/s ({seconds:.1f}s)", flush=True)
+    return drain
+
+
+def scrape_while(settings: Settings, done: threading.Event) -> None:
+    """Scrape the flow's metrics every 5 s, as Prometheus would (when they are served)."""
+    targets = settings.home / "prometheus" / "targets" / "flows"
+    while not done.wait(5):
+        for target in targets.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                address = json.loads(target.read_text())[0]["targets"][0]
+                with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
+                    answer.read()
+
+
+def metrics_cost(
+    settings: Settings, events: int, processes: int, work: Path, rounds: int
+) -> list[Drain]:
+    """The same pre-loaded topic drained by the flow with its metrics off and on
+    (served and scraped every 5 s), alternating which goes first; best of ``rounds``."""
+    recreate_topics(settings, [SOURCE, ALERTS, DLQ])
+    print(f"pre-loading {events:,} events ...", flush=True)
+    print(f"  done in {preload(settings, events):.1f}s", flush=True)
+    ends = end_offsets(settings, SOURCE)
+    best: dict[bool, Drain] = {}
+    for round_ in range(rounds):
+        for on in (False, True) if round_ % 2 == 0 else (True, False):
+            label = "on" if on else "off"
+            home = work / f"metrics-{label}-{round_}"
+            flow_settings = bench_settings(
+                settings, home, f"bench.metrics-{label}-{round_}", flow_metrics=on
+            )
+            drain = drain_with_flow(
+                flow_settings, ends, processes, work / f"{label}-{round_}.log",
+                f"flow, metrics {label}",
+            )  # fmt: skip
+            if on not in best or drain.rate > best[on].rate:
+                best[on] = drain
+    delete_topics(settings, [SOURCE, ALERTS, DLQ])
+    return [best[True], best[False]]
+
+
+def report_metrics_cost(drains: list[Drain], events: int, processes: int, rounds: int) -> str:
+    on, off = drains
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""
+## Payments flow: drain with its metrics on vs off ({when})
+
+- machine: {machine()}
+- {events:,} generated transactions pre-loaded once into a fresh 6-partition topic, drained
+  into a fresh lake by the flow ({processes} process(es), recovery on) with
+  RIVERBED_FLOW_METRICS off, then on (served, and scraped every 5 s as Prometheus would);
+  the order alternates between rounds; best of {rounds} per setting
+
+| flow | seconds | events/s |
+|---|---:|---:|
+| {on.name} | {on.seconds:.1f} | {on.rate:,.0f} |
+| {off.name} | {off.seconds:.1f} | {off.rate:,.0f} |
+
+Ratio on / off: **{on.rate / off.rate:.3f}** (goal >= 0.95).
+
+Reproduce: `python -m bench.flow_bench metrics --events {events} --rounds {rounds}`
+"""
 
 
 # -- latency -------------------------------------------------------------------------------
@@ -636,11 +714,12 @@ Reproduce: `python -m bench.flow_bench latency --rate {rate:g} --seconds {second
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flow_bench", description=__doc__)
-    parser.add_argument("what", choices=["throughput", "latency"])
+    parser.add_argument("what", choices=["throughput", "latency", "metrics"])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=2, help="metrics: rounds per setting")
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     settings = load_settings()
@@ -653,6 +732,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "throughput":
             drains = throughput(settings, args.events, args.processes, work)
             text = report_throughput(settings, drains, args.events, args.processes)
+        elif args.what == "metrics":
+            drains = metrics_cost(settings, args.events, args.processes, work, args.rounds)
+            text = report_metrics_cost(drains, args.events, args.processes, args.rounds)
         else:
             runs = [
                 latency_flow(settings, args.rate, args.seconds, work),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import flask
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, dcc, html
 
@@ -23,14 +24,21 @@ REFRESH_MS = 2000
 
 def create_app(settings: Settings) -> Dash:
     app = Dash(__name__, title="Riverbed", update_title=None, serve_locally=True)
-    app.layout = html.Div(
-        [
-            html.H1("Riverbed"),
-            html.Div(id="content", children=render(read_snapshot(settings))),
-            dcc.Interval(id="tick", interval=REFRESH_MS),
-        ],
-        style={"fontFamily": "sans-serif", "margin": "1em"},
-    )
+
+    def layout() -> html.Div:
+        # A function: every page load starts from a fresh snapshot, then the tick redraws.
+        # ?refresh=0 draws it once and stops (a printout; headless browsers in tests).
+        still = flask.has_request_context() and flask.request.args.get("refresh") == "0"
+        return html.Div(
+            [
+                html.H1("Riverbed"),
+                html.Div(id="content", children=render(read_snapshot(settings))),
+                dcc.Interval(id="tick", interval=REFRESH_MS, max_intervals=0 if still else -1),
+            ],
+            style={"fontFamily": "sans-serif", "margin": "1em"},
+        )
+
+    app.layout = layout
 
     @app.callback(Output("content", "children"), Input("tick", "n_intervals"))
     def refresh(_: int | None) -> list[Any]:

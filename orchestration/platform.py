@@ -3,7 +3,9 @@
 Steps, each idempotent so a second ``make run`` resumes where the first stopped:
 
 1. the local broker (unless ``RIVERBED_KAFKA_BOOTSTRAP`` names a cluster);
-2. Dagster (web UI and daemon, ``dagster dev``) with its home under ``RIVERBED_HOME``;
+2. Prometheus, ``riverbed metrics`` (the lake's, warehouse's and lag's state) and the
+   live dashboard (``python -m dashboard``), then Dagster (web UI and daemon,
+   ``dagster dev``) with its home under ``RIVERBED_HOME``;
 3. through Dagster: the topic assets (reconciling the topics) and the flow assets
    (deploying the flows as processes of their own);
 4. the payments producer at a modest rate.
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from orchestration.lib import flows
 from orchestration.lib.keys import flow_key, topic_key
+from riverbed import prometheus
 from riverbed.logs import configure_logging
 from riverbed.settings import Settings, SettingsError, load_settings
 from riverbed.topics import CATALOG
@@ -159,6 +163,31 @@ def materialize(settings: Settings, selection: str) -> None:
         raise RuntimeError(f"materializing {selection} through Dagster failed:\n{tail}")
 
 
+def start_monitoring(settings: Settings) -> list[Child]:
+    """Prometheus (its configuration and rules in RIVERBED_HOME/prometheus), the exporter
+    of the lake's, the warehouse's and the lag's state (`riverbed metrics`), and the
+    live dashboard."""
+    require_free_port(settings.prometheus_port, "Prometheus", "RIVERBED_PROMETHEUS_PORT")
+    require_free_port(settings.dashboard_port, "the dashboard", "RIVERBED_DASHBOARD_PORT")
+    prometheus.prepare(settings)
+    children = [spawn("prometheus", prometheus.command(settings), settings)]
+    children.append(spawn("metrics", [sys.executable, "-m", "riverbed.cli", "metrics"], settings))
+    say(f"Prometheus: {prometheus.url(settings)} (alerts at {prometheus.url(settings)}/alerts)")
+    children.append(spawn("dashboard", [sys.executable, "-m", "dashboard"], settings))
+    say(f"dashboard: http://127.0.0.1:{settings.dashboard_port} (refreshes every 2 s)")
+    return children
+
+
+def require_free_port(port: int, what: str, setting: str) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise RuntimeError(
+                f"port {port} ({what}) is in use: stop what holds it, or set {setting}"
+            ) from None
+
+
 def stop_children(children: list[Child], timeout: float = 30.0) -> None:
     for child in reversed(children):
         if child.process.poll() is None:
@@ -182,6 +211,7 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
     started_broker = start_broker(settings)
     children: list[Child] = []
     try:
+        children += start_monitoring(settings)
         write_dagster_home(settings)
         dagster = spawn(
             "dagster",

@@ -9,6 +9,7 @@ test opens the UI's asset graph in headless Chromium.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,13 +28,20 @@ import pytest
 
 from orchestration.lib.webserver import graphql
 from producers.payments import produce_payments
+from riverbed import lake, prometheus
+from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
 from riverbed.settings import Settings, load_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, TEST_HOME
+from tests.support.flow_harness import generate, produce
+from tests.support.monitoring import grafana_metrics, query
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 EVENTS = 20_000
+FRAUD_EVENTS = 3_000
 WAIT_S = 420
+# Screenshots and pages of the end-to-end run, kept after it.
+ARTIFACTS = TEST_HOME / "artifacts"
 
 
 def free_port() -> int:
@@ -50,7 +60,12 @@ def platform(
         kafka_bootstrap=broker_settings.bootstrap_servers,
         home=home,
         dagster_port=free_port(),
+        prometheus_port=free_port(),
+        dashboard_port=free_port(),
         flush_interval_s=2.0,
+        # A group of its own: a group an earlier, interrupted run left with a transaction
+        # open cannot be deleted yet, and its offsets would make this flow skip outputs.
+        consumer_group=f"riverbed.payments.e2e-{uuid.uuid4().hex[:8]}",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERBED_")}
     env.update(settings.to_env())
@@ -66,6 +81,11 @@ def platform(
     )
     try:
         wait_until_deployed(settings, process, home.parent / "platform.log")
+        if broker_settings.manages_local_broker:
+            # The session's broker is not the platform's own (it names it as external),
+            # so its Prometheus is told of the broker's metrics as of any other target.
+            node = LocalCluster(broker_settings).nodes[0]
+            prometheus.register_target(settings, "kafka", "session", node.metrics_port)
         yield settings
     finally:
         process.send_signal(signal.SIGTERM)
@@ -99,8 +119,15 @@ def warehouse_count(settings: Settings, table: str) -> int | None:
 
 
 def test_events_reach_the_marts_and_dagster_reports_them(platform: Settings) -> None:
-    summary = produce_payments(platform, rate=0, count=EVENTS, duration=None, seed=11)
+    # serve_metrics: the platform's Prometheus sees the producer as `riverbed produce` is
+    # seen. At a rate (20 s), not all at once, so that Prometheus scrapes it a few times.
+    summary = produce_payments(
+        platform, rate=1000, count=EVENTS, duration=None, seed=11, serve_metrics=True
+    )
     assert summary.ok and summary.sent == EVENTS
+    # Live events span too little event time for a fraud pattern to complete; these
+    # (event times spread over the past ~2 minutes) raise alerts.
+    produce(platform, generate(FRAUD_EVENTS, seed=12))
 
     deadline = time.monotonic() + WAIT_S
     rows = None
@@ -160,7 +187,7 @@ _expected: dict[str, int] = {}
 
 
 def expected_valid(settings: Settings) -> int:
-    """Distinct valid transactions among the events seed 11 produced, read back from Kafka."""
+    """Distinct valid transactions among the events produced, read back from Kafka."""
     if "n" not in _expected:
         from tests.support.topic_reader import distinct_valid_transactions
 
@@ -205,3 +232,100 @@ def test_the_ui_shows_the_asset_graph(platform: Settings) -> None:
     groups = {"kafka", "flows", "lake", "warehouse"}
     nodes = {"payments_alerts", "payments", "transactions", "fct_transactions"}
     assert groups | nodes <= texts, f"missing on the graph at {url}: {(groups | nodes) - texts}"
+    # A new instance opens on the graph, not under the "Join the Dagster community" modal.
+    assert "Join the Dagster community" not in dom
+
+
+def chromium(*args: str) -> str:
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium is not installed: `make test` installs Debian's chromium")
+    return subprocess.run(
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+
+
+def test_the_dashboard_shows_what_the_lake_holds(platform: Settings) -> None:
+    """After the events test the flow has drained and nothing is produced: the lake holds
+    still, and the dashboard must show exactly its counts (one refresh is 2 s)."""
+    base = f"http://127.0.0.1:{platform.dashboard_port}"
+    # The live page redraws itself every 2 s from the server...
+    with urllib.request.urlopen(f"{base}/_dash-layout", timeout=30) as answer:
+        layout = json.loads(answer.read())
+    (tick,) = [c for c in _components(layout) if c.get("props", {}).get("id") == "tick"]
+    assert tick["props"]["interval"] <= 2000 and tick["props"]["max_intervals"] == -1
+    # ...and drawn once (?refresh=0), it must show what the lake holds now. (A headless
+    # browser's virtual time waits for the network to go idle, which a polling page's
+    # never does under load.)
+    url = f"{base}/?refresh=0"
+    profile = f"--user-data-dir={Path(platform.home) / 'chromium-dashboard'}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    chromium(
+        profile,
+        "--window-size=1400,2400",
+        "--virtual-time-budget=10000",
+        f"--screenshot={ARTIFACTS / 'dashboard.png'}",
+        url,
+    )
+    dom = chromium(profile, "--virtual-time-budget=10000", "--dump-dom", url)
+    (ARTIFACTS / "dashboard.html").write_text(dom)
+
+    con = lake.connect_duckdb()
+    try:
+        transactions = con.sql(
+            f"select count(*) from {lake.scan_sql(platform.lake_dir, 'transactions')}"
+        ).fetchone()[0]
+        by_rule = dict(
+            con.sql(
+                f"select rule, count(*) from {lake.scan_sql(platform.lake_dir, 'alerts')} "
+                "group by 1"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    shown = re.search(r'id="stat-transactions"[^>]*>([\d,]+)<', dom)
+    assert shown, f"no transaction count on the dashboard (see {ARTIFACTS / 'dashboard.html'})"
+    assert int(shown.group(1).replace(",", "")) == transactions == expected_valid(platform)
+    table = re.search(r'<table id="alerts-by-rule">(.*?)</table>', dom, re.S)
+    assert table, "no alerts-by-rule table on the dashboard"
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td></tr>", table.group(1))
+    assert {rule: int(n) for rule, n in rows} == by_rule
+    assert by_rule, "the generated events raise alerts"
+
+
+def test_prometheus_has_every_series_the_grafana_dashboard_queries(platform: Settings) -> None:
+    """The platform's own Prometheus (started by `make run`) has had, within the run, a
+    series of every metric and recorded rule the Grafana dashboard reads."""
+    wanted = grafana_metrics()
+    assert {"riverbed:flow_events:rate1m", "riverbed_consumer_lag_messages"} <= wanted
+    missing = [
+        name
+        for name in sorted(wanted)
+        if not query(platform, f'count(count_over_time({{__name__="{name}"}}[15m]))')
+    ]
+    assert missing == []
+
+
+def _components(node: object) -> Iterator[dict]:
+    """Every component of a Dash layout (its JSON), depth first."""
+    if isinstance(node, dict):
+        if "type" in node and "props" in node:
+            yield node
+            yield from _components(node["props"].get("children"))
+    elif isinstance(node, list):
+        for child in node:
+            yield from _components(child)

@@ -84,9 +84,8 @@ def test_counters_never_count_a_replayed_batch_twice(
     restarted_valid = total(samples, "riverbed_flow_events_total", outcome="valid")
     assert restarted_valid == lake_rows(settings, "transactions") - lake_at_kill
     assert restarted_valid > 0
-    assert total(samples, "riverbed_flow_alerts_total") == (
-        messages(settings, PAYMENTS_ALERTS) - alerts_at_kill
-    )
+    alerts_after = messages(settings, PAYMENTS_ALERTS) - alerts_at_kill
+    assert total(samples, "riverbed_flow_alerts_total") == alerts_after > 0
     assert total(samples, "riverbed_flow_events_total", outcome="invalid") == (
         messages(settings, PAYMENTS_DLQ) - dlq_at_kill
     )

@@ -1,10 +1,9 @@
 """A real Prometheus, configured as `make run` configures it, scraping the session's
-Kafka node and `riverbed metrics`: what it stores is what the cluster says."""
+Kafka node, `riverbed metrics` and a producer: what it stores is what the cluster says.
+(Every series the Grafana dashboard queries: tests/e2e, on the whole platform.)"""
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from producers.payments import produce_payments
-from riverbed import lake, prometheus
+from riverbed import lake
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 from riverbed.warehouse import publish_read_copy
@@ -40,24 +39,7 @@ def monitored(
         yield settings
 
 
-def grafana_metrics() -> set[str]:
-    """Every metric (or recorded series) a query of the Grafana dashboard reads."""
-    dashboard = json.loads((prometheus.MONITORING_DIR / "grafana" / "riverbed.json").read_text())
-    names = set()
-    for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            # Identifiers not followed by "(" (functions), outside {...} (labels) and
-            # [...] (ranges).
-            expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", target["expr"])
-            names |= {
-                m.group(1)
-                for m in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?![\w(])", expr)
-                if m.group(1) not in {"sum", "by", "rate", "time"}
-            }
-    return names
-
-
-def test_prometheus_scrapes_every_part_and_has_what_grafana_queries(
+def test_prometheus_scrapes_every_part_it_is_told_of(
     monitored: Settings,
 ) -> None:
     # What the exporter reads: a lake table and a published warehouse copy.
@@ -76,11 +58,8 @@ def test_prometheus_scrapes_every_part_and_has_what_grafana_queries(
         for job in ("kafka", "riverbed", "producer"):
             assert wait_for(monitored, f'up{{job="{job}"}} == 1'), job
         assert wait_for(monitored, 'riverbed_lake_rows{table="transactions"} == 40')
-        # Every series the Grafana dashboard queries exists on a running platform.
-        wanted = grafana_metrics()
-        assert {"riverbed_consumer_lag_messages", "riverbed:producer_delivered:rate1m"} <= wanted
-        for name in sorted(wanted):
-            assert wait_for(monitored, f'count({{__name__="{name}"}}) > 0', timeout=40), name
+        assert wait_for(monitored, "riverbed_producer_delivered_total > 0")
+        assert wait_for(monitored, "riverbed_warehouse_published_timestamp_seconds")
         # Nobody consumes: the group's lag is every message of the topic (the oracle: the
         # topic's high watermarks, read by a consumer of our own).
         expected = sum(end_offsets(monitored).values())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 from riverbed import prometheus
 from riverbed.settings import Settings
 from tests.support.flow_harness import REPO
+
+GRAFANA_DASHBOARD = prometheus.MONITORING_DIR / "grafana" / "riverbed.json"
 
 
 def free_port() -> int:
@@ -65,6 +68,23 @@ def wait_for(settings: Settings, promql: str, timeout: float = 60) -> list[dict]
             return found
         time.sleep(1)
     raise AssertionError(f"Prometheus never had {promql} within {timeout:.0f} s")
+
+
+def grafana_metrics() -> set[str]:
+    """Every metric (or recorded series) a query of the Grafana dashboard reads."""
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
+    names = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            # Identifiers not followed by "(" (functions), outside {...} (labels) and
+            # [...] (ranges).
+            expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", target["expr"])
+            names |= {
+                m.group(1)
+                for m in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?![\w(])", expr)
+                if m.group(1) not in {"sum", "by", "rate", "time"}
+            }
+    return names
 
 
 def firing(settings: Settings) -> set[str]:
