@@ -262,4 +262,7 @@ class LakePartitionedSink(FixedPartitionedSink[ProcessedBatch, None]):
         return self._index[item_key]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> LakePartitionSink:
-        return self._make(part_number(for_part))
+        # Building a partition talks to Kafka (fencing, the group's committed offset): a
+        # cluster that does not answer in time stops the flow, saying why, like any sink call.
+        with reported():
+            return self._make(part_number(for_part))

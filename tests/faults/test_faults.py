@@ -275,7 +275,12 @@ def test_dagster_restarted_under_a_running_flow_leaves_it_running(
     dagster_log = settings.home / "logs" / "dagster.log"
 
     def liveness_tick(after: float) -> dict | None:
-        ticks = [t for t in dagster.sensor_ticks("flow_liveness") if t["timestamp"] > after]
+        """The newest finished tick since ``after`` (a tick still STARTED has no outcome)."""
+        ticks = [
+            t
+            for t in dagster.sensor_ticks("flow_liveness")
+            if t["timestamp"] > after and t["status"] != "STARTED"
+        ]
         return ticks[0] if ticks else None
 
     try:
