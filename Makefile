@@ -40,9 +40,10 @@ run: setup prometheus
 
 # The test session starts its own broker (port 19092, .riverbed-test/) and
 # stops it at the end, also when a test fails or the run is interrupted.
+# --durations: every run shows where the suite's time goes (it must stay well under 20 min).
 test: setup browser prometheus
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check .
