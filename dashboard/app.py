@@ -10,6 +10,8 @@ firewall needs. The page polls the server (``dcc.Interval``); each tick reads a
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from typing import Any
 
 import flask
@@ -20,10 +22,12 @@ from dashboard.data import Snapshot, read_snapshot
 from riverbed.settings import Settings
 
 REFRESH_MS = 2000
+REUSE_S = 1.0  # a snapshot this fresh is shown again rather than read again
 
 
 def create_app(settings: Settings) -> Dash:
     app = Dash(__name__, title="Riverbed", update_title=None, serve_locally=True)
+    snapshots = _Snapshots(settings)
 
     def layout() -> html.Div:
         # A function: every page load starts from a fresh snapshot, then the tick redraws.
@@ -32,7 +36,7 @@ def create_app(settings: Settings) -> Dash:
         return html.Div(
             [
                 html.H1("Riverbed"),
-                html.Div(id="content", children=render(read_snapshot(settings))),
+                html.Div(id="content", children=render(snapshots.latest())),
                 dcc.Interval(id="tick", interval=REFRESH_MS, max_intervals=0 if still else -1),
             ],
             style={"fontFamily": "sans-serif", "margin": "1em"},
@@ -42,9 +46,26 @@ def create_app(settings: Settings) -> Dash:
 
     @app.callback(Output("content", "children"), Input("tick", "n_intervals"))
     def refresh(_: int | None) -> list[Any]:
-        return render(read_snapshot(settings))
+        return render(snapshots.latest())
 
     return app
+
+
+class _Snapshots:
+    """One snapshot at a time for every page and tick the server handles: a page load
+    and its first tick, or several open pages, share a read of the lake and Prometheus
+    instead of running them side by side on a busy machine."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._last: Snapshot | None = None
+
+    def latest(self) -> Snapshot:
+        with self._lock:
+            if self._last is None or time.time() - self._last.taken_at > REUSE_S:
+                self._last = read_snapshot(self._settings)
+            return self._last
 
 
 def render(snap: Snapshot) -> list[Any]:

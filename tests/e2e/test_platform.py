@@ -237,6 +237,15 @@ def test_the_ui_shows_the_asset_graph(platform: Settings) -> None:
 
 
 def chromium(*args: str) -> str:
+    """Headless Chromium's output. Under load it has hung past two minutes on this page
+    (its virtual time never ran out; cause not found): one more try before failing."""
+    try:
+        return _chromium(*args)
+    except subprocess.TimeoutExpired:
+        return _chromium(*args)
+
+
+def _chromium(*args: str) -> str:
     binary = shutil.which("chromium")
     if binary is None:
         pytest.fail("chromium is not installed: `make test` installs Debian's chromium")
