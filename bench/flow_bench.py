@@ -43,7 +43,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -64,6 +63,7 @@ from riverbed.contracts.payments import Transaction
 from riverbed.kafka_admin import cluster_size, declared_configs, declared_replication
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS, topic
+from tests.support.monitoring import scrape_target
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 REPO = Path(__file__).resolve().parent.parent
@@ -402,10 +402,8 @@ def scrape_while(settings: Settings, done: threading.Event) -> None:
     targets = settings.home / "prometheus" / "targets" / "flows"
     while not done.wait(5):
         for target in targets.glob("*.json"):
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                address = json.loads(target.read_text())[0]["targets"][0]
-                with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
-                    answer.read()
+            with contextlib.suppress(OSError, ValueError):
+                scrape_target(target)
 
 
 def metrics_cost(

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -179,13 +178,12 @@ def start_monitoring(settings: Settings) -> list[Child]:
 
 
 def require_free_port(port: int, what: str, setting: str) -> None:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise RuntimeError(
-                f"port {port} ({what}) is in use: stop what holds it, or set {setting}"
-            ) from None
+    from riverbed.broker import port_holder, port_is_free
+
+    if not port_is_free(port):
+        raise RuntimeError(
+            f"port {port} ({what}) is in use by {port_holder(port)}: stop it, or set {setting}"
+        )
 
 
 def stop_children(children: list[Child], timeout: float = 30.0) -> None:

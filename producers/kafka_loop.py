@@ -149,7 +149,7 @@ def produce(
     pairs = _as_pairs(messages)
     if count is not None:
         pairs = islice(pairs, count)
-    report = _Progress(topic, producer, deliveries, progress, progress_interval_s)
+    report = _Progress(topic, counts, progress, progress_interval_s)
     with stop.on_signals():
         sent, started, stopped_by = _send_all(
             producer,
@@ -167,8 +167,8 @@ def produce(
     summary = ProduceSummary(
         topic=topic,
         sent=sent,
-        delivered=sent - deliveries.failed - undelivered,
-        failed=deliveries.failed,
+        delivered=sent - counts.failed - undelivered,
+        failed=counts.failed,
         undelivered=undelivered,
         elapsed_s=elapsed,
         stopped_by="refused" if stop.refused else stopped_by,
@@ -317,14 +317,12 @@ class SendCounts:
 
 class _DeliveryCounter:
     def __init__(self, counts: SendCounts) -> None:
-        self.failed = 0
         self.first_error: str | None = None
         self._counts = counts
 
     def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:  # only failures are reported, but be safe
             return
-        self.failed += 1
         self._counts.failed += 1
         if self.first_error is None:
             self.first_error = str(err)
@@ -337,14 +335,12 @@ class _Progress:
     def __init__(
         self,
         topic: str,
-        producer: Producer,
-        deliveries: _DeliveryCounter,
+        counts: SendCounts,
         callback: ProgressCallback | None,
         interval_s: float,
     ) -> None:
         self._topic = topic
-        self._producer = producer
-        self._deliveries = deliveries
+        self._counts = counts
         self._callback = callback
         self._interval = interval_s
         self._last_at = 0.0
@@ -357,10 +353,10 @@ class _Progress:
         if now - self._last_at < self._interval:
             return
         rate = (sent - self._last_sent) / (now - self._last_at)
-        failed = self._deliveries.failed
-        delivered = sent - failed - len(self._producer)
+        counts = self._counts
         line = (
-            f"{self._topic}: sent {sent:,}, delivered {delivered:,}, failed {failed:,}, "
+            f"{self._topic}: sent {sent:,}, delivered {counts.delivered:,}, "
+            f"failed {counts.failed:,}, "
             f"{rate:,.0f} events/s"
         )
         if self._callback is not None:

@@ -47,6 +47,7 @@ import psutil
 from confluent_kafka import KafkaError, KafkaException
 
 from riverbed import kafka_security
+from riverbed.files import write_atomically
 from riverbed.kafka_admin import quiet_admin
 from riverbed.kafka_health import cluster_health, wait_in_sync
 from riverbed.kafka_jars import (
@@ -376,9 +377,8 @@ class LocalCluster:
         for node in nodes:
             node.logs_dir.mkdir(parents=True, exist_ok=True)
             # Private: in secured mode it holds the admin's and the keystore's passwords.
-            kafka_security.write_private(
-                node.config_path, render_server_properties(self.settings, node)
-            )
+            text = render_server_properties(self.settings, node)
+            write_atomically(node.config_path, text, private=True)
         self._format_once(nodes)
         # server.log outlives starts: remember where this start's lines begin.
         marks = {node.id: _size(node.server_log) for node in nodes}
@@ -462,9 +462,8 @@ class LocalCluster:
         node.dir.mkdir(parents=True, exist_ok=True)
         legacy.rename(node.data_dir)
         cluster_id = (self.kafka_dir / "cluster.id").read_text().strip()
-        kafka_security.write_private(
-            self.shape_file, json.dumps({"cluster_id": cluster_id, "brokers": 1})
-        )
+        shape = {"cluster_id": cluster_id, "brokers": 1}
+        write_atomically(self.shape_file, json.dumps(shape), private=True)
         log.info("moved %s to %s (the cluster layout)", legacy, node.data_dir)
 
     def _check_ports_free(self, node: Node) -> None:
@@ -481,11 +480,11 @@ class LocalCluster:
             (node.metrics_port, "metrics"),
         )
         for port, role in ports:
-            if _port_is_free(port):
+            if port_is_free(port):
                 continue
             raise BrokerError(
                 f"port {port} ({node.name}'s {role} port) is already in use by "
-                f"{_port_holder(port)}. Stop that process, or move Riverbed's cluster: "
+                f"{port_holder(port)}. Stop that process, or move Riverbed's cluster: "
                 f"{moves[role]}. To use a Kafka cluster that already runs instead, set "
                 "RIVERBED_KAFKA_BOOTSTRAP."
             )
@@ -512,7 +511,7 @@ class LocalCluster:
             "brokers": len(self.nodes),
             "secure": self.settings.kafka_secure,
         }
-        kafka_security.write_private(self.shape_file, json.dumps(shape) + "\n")
+        write_atomically(self.shape_file, json.dumps(shape) + "\n", private=True)
         return cluster_id
 
     def _launch(self, node: Node) -> subprocess.Popen[bytes]:
@@ -537,7 +536,7 @@ class LocalCluster:
                 start_new_session=True,
             )
         _launched[process.pid] = process
-        kafka_security.write_private(node.pid_file, f"{process.pid}\n")
+        write_atomically(node.pid_file, f"{process.pid}\n", private=True)
         return process
 
     def _log_tail(self, node: Node, server_log_mark: int) -> str:
@@ -707,12 +706,12 @@ def free_port_range(count: int, search: range = range(29000, 40000)) -> int:
     from ``search`` (for tests and benchmarks that start clusters of their own)."""
     starts = list(search[: max(len(search) - count, 1)])
     for port in random.sample(starts, min(len(starts), 400)):
-        if all(_port_is_free(p) for p in range(port, port + count)):
+        if all(port_is_free(p) for p in range(port, port + count)):
             return port
     raise BrokerError(f"no {count} free consecutive ports in {search.start}-{search.stop - 1}")
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # As the JVM does: connections of a previous run lingering in TIME_WAIT
         # do not stop the broker from binding, so they must not stop us either.
@@ -724,7 +723,7 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _port_holder(port: int) -> str:
+def port_holder(port: int) -> str:
     """Who listens on ``port``, as far as this user may see."""
     with contextlib.suppress(psutil.AccessDenied, psutil.NoSuchProcess):
         for conn in psutil.net_connections(kind="tcp"):

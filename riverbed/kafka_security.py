@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +66,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from riverbed.files import write_atomically
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS
 
@@ -153,7 +153,9 @@ def ensure_secrets(settings: Settings) -> Secrets:
         _make_node_keystore(found)
     for user in USERS:
         if not found.password_file(user).is_file():
-            write_private(found.password_file(user), secrets.token_urlsafe(24) + "\n")
+            write_atomically(
+                found.password_file(user), secrets.token_urlsafe(24) + "\n", private=True
+            )
     return found
 
 
@@ -291,8 +293,10 @@ def _make_ca(found: Secrets) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_private(found.ca_key, key_pem.decode())
-    write_private(found.ca_cert, cert.public_bytes(serialization.Encoding.PEM).decode())
+    write_atomically(found.ca_key, key_pem.decode(), private=True)
+    write_atomically(
+        found.ca_cert, cert.public_bytes(serialization.Encoding.PEM).decode(), private=True
+    )
 
 
 def _make_node_keystore(found: Secrets) -> None:
@@ -331,21 +335,10 @@ def _make_node_keystore(found: Secrets) -> None:
         [ca_cert],
         serialization.BestAvailableEncryption(password.encode()),
     )
-    write_private(found.keystore_password, password + "\n")
-    write_private(found.keystore, keystore)
+    write_atomically(found.keystore_password, password + "\n", private=True)
+    write_atomically(found.keystore, keystore, private=True)
 
 
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
-
-
-def write_private(path: Path, content: str | bytes) -> None:
-    """Write ``path`` atomically (a reader never sees half of it), readable by this user
-    only from its first byte."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content.encode() if isinstance(content, str) else content)
-    tmp.replace(path)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from riverbed.files import write_atomically
+
 RECORD = "deployment.json"
 
 
@@ -47,9 +49,7 @@ def read_deployment(directory: Path) -> Deployment | None:
 
 
 def _write_deployment(directory: Path, deployment: Deployment) -> None:
-    tmp = _record_path(directory).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(deployment), indent=2))
-    os.replace(tmp, _record_path(directory))
+    write_atomically(_record_path(directory), json.dumps(asdict(deployment), indent=2))
 
 
 def is_alive(deployment: Deployment | None) -> bool:

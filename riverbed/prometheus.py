@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from string import Template
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from riverbed.files import write_atomically
 from riverbed.settings import Settings
 
 MONITORING_DIR = Path(__file__).resolve().parents[1] / "monitoring"
@@ -61,7 +61,7 @@ def prepare(settings: Settings) -> Path:
     for rules in sorted(RULES_DIR.glob("*.yml")):
         # safe_substitute: Prometheus's own $labels and $value stay as they are.
         text = Template(rules.read_text()).safe_substitute(thresholds)
-        _write(root / "rules" / rules.name, text)
+        write_atomically(root / "rules" / rules.name, text)
     if settings.manages_local_broker:
         from riverbed.broker import cluster_nodes
 
@@ -69,7 +69,7 @@ def prepare(settings: Settings) -> Path:
             {"targets": [f"127.0.0.1:{n.metrics_port}"], "labels": {"node": str(n.id)}}
             for n in cluster_nodes(settings)
         ]
-        _write(root / "targets" / "kafka" / "nodes.json", json.dumps(targets, indent=2))
+        write_atomically(root / "targets" / "kafka" / "nodes.json", json.dumps(targets, indent=2))
     return root / "prometheus.yml"
 
 
@@ -109,7 +109,7 @@ def register_target(
     path = home(settings) / "targets" / job / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     entry = {"targets": [f"127.0.0.1:{port}"], "labels": labels or {}}
-    _write(path, json.dumps([entry]))
+    write_atomically(path, json.dumps([entry]))
     return path
 
 
@@ -137,10 +137,3 @@ def serving(
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-def _write(path: Path, text: str) -> None:
-    # Prometheus may read a target file at any moment: never half of one.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text)
-    partial.replace(path)

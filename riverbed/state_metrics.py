@@ -67,6 +67,11 @@ class StateCollector(Collector):
             errors.add_metric([part], count)
         yield errors
 
+    def _failed(self, part: str) -> None:
+        # Scrapes (the server's threads) and the lag reader count concurrently.
+        with self._lock:
+            self._errors[part] += 1
+
     def _lake(self) -> Iterator[Metric]:
         commits = CounterMetricFamily(
             "riverbed_lake_commits", "Commits in the table's Delta log.", labels=["table"]
@@ -86,7 +91,7 @@ class StateCollector(Collector):
                 found = lake.summary(self.settings.lake_dir, table)
             except Exception:  # a table mid-creation or unreadable: say so, go on
                 log.warning("could not read lake table %s", table, exc_info=True)
-                self._errors["lake"] += 1
+                self._failed("lake")
                 continue
             if found is None:
                 continue
@@ -121,7 +126,7 @@ class StateCollector(Collector):
             pass  # no build has published yet
         except duckdb.Error:
             log.warning("could not read the warehouse's read copy %s", path, exc_info=True)
-            self._errors["warehouse"] += 1
+            self._failed("warehouse")
         yield from (published, rows)
 
     def _lag(self) -> Iterator[Metric]:
@@ -154,6 +159,5 @@ class StateCollector(Collector):
                     self._lag_read = (time.monotonic(), values)
             except (KafkaException, KeyError):
                 log.warning("could not read the lag of %s on %s", group, topic, exc_info=True)
-                with self._lock:
-                    self._errors["kafka"] += 1
+                self._failed("kafka")
             time.sleep(max(0.0, LAG_INTERVAL_S - (time.monotonic() - started)))

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
 from riverbed.settings import Settings, load_settings
 from tests.conftest import REPO, TEST_HOME
+from tests.support.env import free_port
 from tests.support.flow_harness import generate, produce
 from tests.support.monitoring import grafana_metrics, query
 
@@ -42,12 +42,6 @@ FRAUD_EVENTS = 3_000
 WAIT_S = 420
 # Screenshots and pages of the end-to-end run, kept after it.
 ARTIFACTS = TEST_HOME / "artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 import uuid
 from collections import Counter
@@ -24,6 +23,7 @@ from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
 from riverbed.kafka_health import busiest_leader, cluster_health
 from riverbed.settings import Settings, load_settings
+from tests.support.env import free_port
 from tests.support.faults import (
     Dagster,
     RecordingProducer,
@@ -258,17 +258,11 @@ def test_a_full_lake_disk_commits_nothing_and_resumes_by_itself(
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_dagster_restarted_under_a_running_flow_leaves_it_running(
     cluster: LocalCluster, fault_settings: Settings, tmp_path: Path, record_property: object
 ) -> None:
     settings = load_settings(
-        **{**fault_settings.model_dump(exclude_none=True), "dagster_port": _free_port()}
+        **{**fault_settings.model_dump(exclude_none=True), "dagster_port": free_port()}
     )
     producer = RecordingProducer(settings, rate=200).start()
     dagster = Dagster(settings).start()

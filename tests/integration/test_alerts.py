@@ -19,10 +19,11 @@ from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
 from riverbed.settings import load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
+from tests.support.env import free_port
 from tests.support.faults import kill_nodes
 from tests.support.flow_harness import REPO
-from tests.support.monitoring import firing, free_port, running_prometheus, wait_for
-from tests.unit.riverbed.test_lake import txns
+from tests.support.lake_fixture import txns
+from tests.support.monitoring import firing, running_prometheus, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.fault]
 

@@ -6,19 +6,17 @@ with read_committed), each read at the moment of the kill and at the end."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ
 from tests.support.faults import Supervised
 from tests.support.flow_harness import drained, generate, produce, query, read_topic, scan
+from tests.support.monitoring import scrape_target, total
 
 pytestmark = pytest.mark.kafka
 
@@ -32,26 +30,6 @@ def lake_rows(settings: Settings, dataset: str) -> int:
 
 def messages(settings: Settings, topic: str) -> int:
     return sum(1 for _ in read_topic(settings, topic))
-
-
-def scrape_flow(settings: Settings) -> dict[tuple[str, tuple], float]:
-    target = settings.home / "prometheus" / "targets" / "flows" / "payments-0.json"
-    (entry,) = json.loads(target.read_text())
-    with urllib.request.urlopen(f"http://{entry['targets'][0]}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def total(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
-    return sum(
-        v
-        for (n, got), v in samples.items()
-        if n == name and all((k, want) in got for k, want in labels.items())
-    )
 
 
 def test_counters_never_count_a_replayed_batch_twice(
@@ -77,7 +55,7 @@ def test_counters_never_count_a_replayed_batch_twice(
         produce(settings, events[3000:], seconds=3)
         flow.run_until(drained(settings), 180, "the flow to drain the topic")
         time.sleep(settings.flush_interval_s + 1)  # the last flush's counts
-        samples = scrape_flow(settings)
+        samples = scrape_target(settings.home / "prometheus/targets/flows/payments-0.json")
     finally:
         flow.stop()
 

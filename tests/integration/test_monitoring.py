@@ -15,9 +15,10 @@ from riverbed import lake
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 from riverbed.warehouse import publish_read_copy
+from tests.support.env import free_port
 from tests.support.flow_harness import end_offsets
-from tests.support.monitoring import free_port, running_prometheus, wait_for
-from tests.unit.riverbed.test_lake import txns
+from tests.support.lake_fixture import txns
+from tests.support.monitoring import running_prometheus, wait_for
 
 pytestmark = pytest.mark.kafka
 

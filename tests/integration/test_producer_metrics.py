@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from producers.payments import produce_payments
 from riverbed.settings import Settings
 from tests.support.flow_harness import end_offsets
+from tests.support.monitoring import Samples, scrape_target, total
 
 pytestmark = pytest.mark.kafka
-
-
-def scrape(target: Path) -> dict[str, float]:
-    (entry,) = json.loads(target.read_text())
-    with urllib.request.urlopen(f"http://{entry['targets'][0]}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def test_a_running_producer_serves_what_it_sent_and_the_cluster_acknowledged(
@@ -39,12 +29,12 @@ def test_a_running_producer_serves_what_it_sent_and_the_cluster_acknowledged(
     )
     run.start()
     targets = kafka_settings.home / "prometheus" / "targets" / "producer"
-    seen: list[dict[str, float]] = []
+    seen: list[Samples] = []
     while run.is_alive():
         for target in targets.glob("*.json"):
             # Registered a moment before serving, or just stopped: no sample.
             with contextlib.suppress(OSError, ValueError):
-                seen.append(scrape(target))
+                seen.append(scrape_target(target))
         time.sleep(0.5)
     run.join()
     summary = done[0]
@@ -54,12 +44,12 @@ def test_a_running_producer_serves_what_it_sent_and_the_cluster_acknowledged(
         # Never more acknowledged than sent, nothing failed, the asked rate.
         assert (
             0
-            <= sample["riverbed_producer_delivered_total"]
-            <= sample["riverbed_producer_sent_total"]
+            <= total(sample, "riverbed_producer_delivered_total")
+            <= total(sample, "riverbed_producer_sent_total")
         )
-        assert sample["riverbed_producer_failed_total"] == 0
-        assert sample["riverbed_producer_target_rate_events_per_second"] == 400
-    deliveries = [s["riverbed_producer_delivered_total"] for s in seen]
+        assert total(sample, "riverbed_producer_failed_total") == 0
+        assert total(sample, "riverbed_producer_target_rate_events_per_second") == 400
+    deliveries = [total(s, "riverbed_producer_delivered_total") for s in seen]
     assert deliveries == sorted(deliveries) and deliveries[-1] > 0  # a counter: it only grows
     assert deliveries[-1] <= sum(end_offsets(kafka_settings).values()) == summary.delivered
     assert not list(targets.glob("*.json")), "the target outlived the producer"

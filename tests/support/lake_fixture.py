@@ -42,6 +42,37 @@ from riverbed.lake import MONEY, SCHEMAS, TS, Commit, TableWriter
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 
 DOMAIN = lake.DEFAULT_DOMAIN
+
+TOPIC = PAYMENTS_TRANSACTIONS
+DAY_US = 86_400_000_000
+T0 = 20_000 * DAY_US  # 2024-10-04
+
+
+def txns(offsets: range, partition: int = 0, day: int = 0) -> pa.Table:
+    """Valid transactions at ``offsets`` of one partition, as the flow writes them (for
+    tests that need a lake table, not its contents)."""
+    n = len(offsets)
+    return pa.table(
+        {
+            "transaction_id": [f"tx-{partition}-{o}" for o in offsets],
+            "card_id": ["c"] * n,
+            "merchant_id": ["m"] * n,
+            "mcc": ["5411"] * n,
+            "amount": lake.money_from_cents([100 + o for o in offsets]),
+            "currency": ["EUR"] * n,
+            "country": ["FR"] * n,
+            "lat": [1.0] * n,
+            "lon": [2.0] * n,
+            "channel": ["pos"] * n,
+            "event_time": lake.utc_micros([T0 + day * DAY_US + o for o in offsets]),
+            "late": [False] * n,
+            "_topic": [TOPIC] * n,
+            "_partition": pa.array([partition] * n, pa.int32()),
+            "_offset": pa.array(list(offsets), pa.int64()),
+        }
+    )
+
+
 CENT = Decimal("0.01")
 WINDOWS_APP_ID = "payments/windows"
 

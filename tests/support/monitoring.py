@@ -8,25 +8,21 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from riverbed import prometheus
 from riverbed.settings import Settings
 from tests.support.flow_harness import REPO
 
 GRAFANA_DASHBOARD = prometheus.MONITORING_DIR / "grafana" / "riverbed.json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -89,3 +85,28 @@ def grafana_metrics() -> set[str]:
 
 def firing(settings: Settings) -> set[str]:
     return {a["metric"]["alertname"] for a in query(settings, 'ALERTS{alertstate="firing"}')}
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_target(target: Path) -> Samples:
+    """Scrape the process a target file registered, as Prometheus would:
+    (metric, sorted labels) to value."""
+    (entry,) = json.loads(target.read_text())
+    with urllib.request.urlopen(f"http://{entry['targets'][0]}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples that carry ``labels``."""
+    return sum(
+        v
+        for (n, got), v in samples.items()
+        if n == name and all((k, want) in got for k, want in labels.items())
+    )

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,8 @@ from dashboard.app import render
 from dashboard.data import read_snapshot
 from riverbed import lake
 from riverbed.settings import load_settings
-from tests.unit.riverbed.test_lake import TOPIC, txns
+from tests.support.env import free_port
+from tests.support.lake_fixture import TOPIC, txns
 
 RULES = ("velocity", "amount_spike", "impossible_travel")
 
@@ -42,10 +42,7 @@ def alerts_for(transaction_ids: list[str]) -> pa.Table:
 
 def test_the_snapshot_counts_what_the_lake_holds(tmp_path: Path) -> None:
     # No Prometheus listens on this port: those figures are missing, and said to be.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        nobody = probe.getsockname()[1]
-    settings = load_settings(home=tmp_path, prometheus_port=nobody)
+    settings = load_settings(home=tmp_path, prometheus_port=free_port())
     app = lake.app_id(TOPIC, 0)
     transactions = txns(range(300))
     writer = lake.TableWriter(settings.lake_dir, "transactions")

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from riverbed import lake, prometheus
 from riverbed.settings import load_settings
 from riverbed.state_metrics import StateCollector
-from tests.unit.riverbed.test_lake import txns
+from tests.support.lake_fixture import txns
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
