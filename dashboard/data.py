@@ -39,8 +39,9 @@ class Snapshot:
     # Prometheus.
     events_in_per_s: float | None = None  # acknowledged by the cluster
     events_out_per_s: float | None = None  # into the lake
-    latency_p50_s: float | None = None
+    latency_p50_s: float | None = None  # from the producer's send to the lake commit
     latency_p99_s: float | None = None
+    alert_latency_p99_s: float | None = None
     lag_by_partition: dict[str, float] | None = None
     brokers: list[dict[str, Any]] | None = None
     under_replicated: float | None = None
@@ -148,8 +149,9 @@ def _read_prometheus(settings: Settings, snap: Snapshot) -> None:
     try:
         snap.events_in_per_s = scalar("sum(riverbed:producer_delivered:rate1m)")
         snap.events_out_per_s = scalar('sum(rate(riverbed_lake_rows{table="transactions"}[1m]))')
-        snap.latency_p50_s = scalar("riverbed:flow_event_to_lake_seconds:p50")
-        snap.latency_p99_s = scalar("riverbed:flow_event_to_lake_seconds:p99")
+        snap.latency_p50_s = scalar("riverbed:flow_produce_to_lake_seconds:p50")
+        snap.latency_p99_s = scalar("riverbed:flow_produce_to_lake_seconds:p99")
+        snap.alert_latency_p99_s = scalar("riverbed:flow_produce_to_alert_seconds:p99")
         snap.lag_by_partition = {
             r["metric"]["partition"]: float(r["value"][1])
             for r in query("riverbed_consumer_lag_messages")

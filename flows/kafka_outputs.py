@@ -175,9 +175,10 @@ class KafkaOutputs:
         self._open_since: float | None = None
         # What the open transaction holds, to publish again if it must be aborted.
         self._pending: list[tuple[str, bytes | None, bytes | None, list]] = []
-        # Of those, for the metrics once they commit: DLQ records, alerts (rule, event µs).
+        # Of those, for the metrics once they commit: DLQ records, and alerts as
+        # (rule, event µs, Kafka timestamp ms of the transaction).
         self._pending_dlq = 0
-        self._pending_alerts: list[tuple[str, int]] = []
+        self._pending_alerts: list[tuple[str, int, int]] = []
         # A partition's sink publishes from its worker; any sink of the process may
         # commit it in a flush (flows.lake_commits): one transactional call at a time.
         self._lock = threading.RLock()
@@ -288,7 +289,7 @@ class KafkaOutputs:
                 *_headers(self.source_topic, self.partition, a.offset),
             ]
             self._produce(self.alerts_topic, a.card_id.encode(), a.payload, headers)
-            self._pending_alerts.append((a.rule, a.event_us))
+            self._pending_alerts.append((a.rule, a.event_us, a.produced_ms))
             n += 1
         return n
 

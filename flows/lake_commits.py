@@ -48,6 +48,8 @@ T = TypeVar("T")
 class _Staged:
     tables: list[pa.Table] = field(default_factory=list)
     rows: int = 0
+    # The rows' Kafka timestamps (ms), beside them, when the flow keeps metrics.
+    produced_ms: list[pa.Array] = field(default_factory=list)
 
 
 class LakeCommitter:
@@ -128,14 +130,18 @@ class LakeCommitter:
         next_offset: int,
         txns: pa.Table | None,
         alerts: pa.Table | None,
+        txns_produced_ms: pa.Array | None = None,
     ) -> None:
-        """Add a partition's rows and progress to the next commit."""
+        """Add a partition's rows and progress to the next commit (with, for the
+        metrics, the transactions' Kafka timestamps)."""
         with self._lock:
             for ds, table in (("transactions", txns), ("alerts", alerts)):
                 if table is not None and table.num_rows:
                     staged = self._staged[ds]
                     staged.tables.append(table)
                     staged.rows += table.num_rows
+            if txns_produced_ms is not None:
+                self._staged["transactions"].produced_ms.append(txns_produced_ms)
             if next_offset > self._progress.get(partition, -1):
                 self._progress[partition] = next_offset
 
@@ -196,7 +202,8 @@ class LakeCommitter:
             commit = lake.Commit(ds, writer.table.version(), rows.num_rows, 0.0)
         self._staged[ds] = _Staged()
         if ds == "transactions" and self.metrics is not None:
-            self.metrics.lake_committed(rows)  # counted once: only new rows are staged
+            # Counted once: only new rows are staged.
+            self.metrics.lake_committed(rows, pa.chunked_array(staged.produced_ms, pa.int64()))
         log.debug(
             "lake commit",
             extra={

@@ -184,13 +184,15 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         if dlq or fresh:
             self.outputs.publish(dlq, fresh)
         txns = batch.txns
-        txn_rows = None
+        txn_rows = produced = None
         if len(txns):
             keep = _from(txns.offset, self.lake_next["transactions"])
             if keep is not None:
                 txns = txns.take(keep)
             if len(txns):
                 txn_rows = txn_table(txns, self.topic, self.partition)
+                if self.metrics is not None:
+                    produced = pa.array(txns.produced_ms, pa.int64())
         alert_rows = None
         if batch.alerts:
             keep = _from([a.offset for a in batch.alerts], self.lake_next["alerts"])
@@ -206,7 +208,7 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         self._caught_up = batch.caught_up
         if self._covered_next is None or batch.next_offset > self._covered_next:
             self._covered_next = batch.next_offset
-        self.committer.stage(self.partition, batch.next_offset, txn_rows, alert_rows)
+        self.committer.stage(self.partition, batch.next_offset, txn_rows, alert_rows, produced)
 
     def _commit_kafka(self) -> None:
         if self._covered_next is not None:

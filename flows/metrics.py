@@ -17,6 +17,10 @@ Metrics (one registry per process; labels few and bounded):
 - ``riverbed_flow_event_to_lake_seconds`` and ``riverbed_flow_event_to_alert_seconds``:
   histograms of the time from an event's own time to its lake commit, or to the
   commit of the Kafka transaction that published its alert;
+- ``riverbed_flow_produce_to_lake_seconds`` and ``riverbed_flow_produce_to_alert_seconds``:
+  the same from the message's Kafka timestamp (the producer's clock when it sent it),
+  which is what the pipeline itself adds: an event that was late when it was sent
+  does not count against the flow here;
 - ``riverbed_flow_lake_flush_seconds``: histogram of a flush (Delta commits, then the
   Kafka transactions);
 - ``riverbed_flow_write_batch_seconds``: histogram of a sink's handling of one batch;
@@ -111,8 +115,24 @@ class FlowMetrics:
             "From an event's time to the commit of the transaction publishing its alert.",
             LATENCY_BUCKETS,
         )
-        self.registry.register(self.event_to_lake)
-        self.registry.register(self.event_to_alert)
+        self.produce_to_lake = BulkHistogram(
+            "riverbed_flow_produce_to_lake_seconds",
+            "From a message's Kafka timestamp to the Delta commit of its row.",
+            LATENCY_BUCKETS,
+        )
+        self.produce_to_alert = BulkHistogram(
+            "riverbed_flow_produce_to_alert_seconds",
+            "From a message's Kafka timestamp to the commit of the transaction "
+            "publishing its alert.",
+            LATENCY_BUCKETS,
+        )
+        for histogram in (
+            self.event_to_lake,
+            self.event_to_alert,
+            self.produce_to_lake,
+            self.produce_to_alert,
+        ):
+            self.registry.register(histogram)
         self.flush_seconds = Histogram(
             "riverbed_flow_lake_flush_seconds",
             "A flush: the Delta commits, then the partitions' Kafka transactions.",
@@ -131,12 +151,15 @@ class FlowMetrics:
 
     # -- reports -----------------------------------------------------------------------
 
-    def lake_committed(self, rows: pa.Table) -> None:
-        """Rows of ``transactions`` whose Delta commit just landed."""
+    def lake_committed(self, rows: pa.Table, produced_ms: pa.ChunkedArray) -> None:
+        """Rows of ``transactions`` whose Delta commit just landed, and their messages'
+        Kafka timestamps."""
         if not rows.num_rows:
             return
+        now_s = time.time()
         event_s = pc.divide(rows.column("event_time").cast(pa.int64()).cast(pa.float64()), 1e6)
-        self.event_to_lake.observe_many(pc.subtract(time.time(), event_s))
+        self.event_to_lake.observe_many(pc.subtract(now_s, event_s))
+        self.produce_to_lake.observe_many(_seconds_since(produced_ms, now_s))
         by_partition = rows.group_by("_partition").aggregate([("late", "count"), ("late", "sum")])
         for partition, valid, late in zip(
             by_partition.column("_partition").to_pylist(),
@@ -148,18 +171,20 @@ class FlowMetrics:
             self.events.labels(str(partition), "late").inc(late or 0)
 
     def kafka_committed(
-        self, partition: int, dead_letters: int, alerts: Sequence[tuple[str, int]]
+        self, partition: int, dead_letters: int, alerts: Sequence[tuple[str, int, int]]
     ) -> None:
         """A partition's Kafka transaction committed: its DLQ records, and its alerts as
-        (rule, event time in µs)."""
+        (rule, event time in µs, the triggering message's Kafka timestamp in ms)."""
         if dead_letters:
             self.events.labels(str(partition), "invalid").inc(dead_letters)
         if not alerts:
             return
         now_s = time.time()
-        self.event_to_alert.observe_many(pa.array([now_s - us / 1e6 for _, us in alerts]))
-        for rule in {rule for rule, _ in alerts}:
-            self.alerts.labels(rule).inc(sum(1 for r, _ in alerts if r == rule))
+        self.event_to_alert.observe_many(pa.array([now_s - us / 1e6 for _, us, _ in alerts]))
+        produced = pa.array([ms for _, _, ms in alerts], pa.int64())
+        self.produce_to_alert.observe_many(_seconds_since(produced, now_s))
+        for rule in {rule for rule, _, _ in alerts}:
+            self.alerts.labels(rule).inc(sum(1 for r, _, _ in alerts if r == rule))
 
     def resent(self, partition: int, count: int) -> None:
         if count:
@@ -185,6 +210,12 @@ class FlowMetrics:
         stack = contextlib.ExitStack()
         stack.enter_context(prometheus.serving(settings, "flows", name, self.registry, labels))
         atexit.register(stack.close)
+
+
+def _seconds_since(epoch_ms: pa.Array | pa.ChunkedArray, now_s: float) -> pa.Array:
+    """Seconds from each Kafka timestamp to ``now_s``; messages without one (-1) left out."""
+    known = pc.filter(epoch_ms, pc.greater_equal(epoch_ms, 0))
+    return pc.subtract(now_s, pc.divide(known.cast(pa.float64()), 1e3))
 
 
 class _WatermarkDelay(Collector):

@@ -103,6 +103,7 @@ class PartitionProcessor:
         add_event = txns.event_us.append
         add_late = txns.late.append
         add_offset = txns.offset.append
+        add_produced = txns.produced_ms.append
         last_ts, now = None, _EPOCH
 
         for offset, key, value, ts_ms in batch.records:
@@ -137,7 +138,7 @@ class PartitionProcessor:
             cents = round(txn.amount * 100)
             hits = check(card, txn.transaction_id, event_us, cents, txn.lat, txn.lon)
             if hits:
-                self._alerts(txn, event_us, offset, hits, detected_us, alerts, counts)
+                self._alerts(txn, event_us, offset, ts_ms, hits, detected_us, alerts, counts)
             if late:
                 counts.late += 1
             else:
@@ -157,6 +158,7 @@ class PartitionProcessor:
             add_event(event_us)
             add_late(late)
             add_offset(offset)
+            add_produced(ts_ms)
 
         self._sweep_cards()
         processed = ProcessedBatch(
@@ -175,6 +177,7 @@ class PartitionProcessor:
         txn: Transaction,
         event_us: int,
         offset: int,
+        produced_ms: int,
         hits: list[tuple[str, float, str]],
         detected_us: int,
         out: list[AlertRecord],
@@ -207,6 +210,7 @@ class PartitionProcessor:
                     details,
                     offset,
                     payload,
+                    produced_ms,
                 )
             )
             counts.alerts[rule] = counts.alerts.get(rule, 0) + 1

@@ -49,6 +49,7 @@ class AlertRecord:
     details: str
     offset: int  # of the triggering transaction
     payload: bytes  # the Alert as JSON, as published on payments.alerts
+    produced_ms: int = -1  # the triggering message's Kafka timestamp (metrics only)
 
 
 @dataclass(slots=True)
@@ -68,6 +69,9 @@ class TxnColumns:
     event_us: list[int] = field(default_factory=list)
     late: list[bool] = field(default_factory=list)
     offset: list[int] = field(default_factory=list)
+    # The message's Kafka timestamp (the producer's clock), for the latency metrics;
+    # not a lake column.
+    produced_ms: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.offset)
@@ -87,6 +91,7 @@ class TxnColumns:
             self.event_us,
             self.late,
             self.offset,
+            self.produced_ms,
         )
 
     def take(self, keep: list[int]) -> TxnColumns:

@@ -14,6 +14,15 @@ Metrics:
   ``riverbed_lake_last_commit_timestamp_seconds{table}``;
 - ``riverbed_warehouse_published_timestamp_seconds`` (the last build's read copy),
   ``riverbed_warehouse_rows{table}`` (in that copy);
+- from the batch jobs' records (:mod:`riverbed.run_records`):
+  ``riverbed_warehouse_builds_total{outcome}``,
+  ``riverbed_warehouse_last_build_duration_seconds``,
+  ``riverbed_warehouse_last_build_success_timestamp_seconds``;
+  ``riverbed_lake_compactions_total{table,outcome}``,
+  ``riverbed_lake_compacted_files_total{table}`` (small files rewritten),
+  ``riverbed_lake_vacuumed_files_total{table}``,
+  ``riverbed_lake_last_compaction_duration_seconds{table}``,
+  ``riverbed_lake_last_compaction_success_timestamp_seconds{table}``;
 - ``riverbed_consumer_lag_messages{group,topic,partition}`` (high watermark minus the
   group's committed offset), read every 5 s in the background;
 - ``riverbed_state_scrape_errors_total{part}``: parts that could not be read.
@@ -31,7 +40,7 @@ from confluent_kafka import KafkaException
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from riverbed import lake
+from riverbed import lake, run_records
 from riverbed.kafka_admin import consumer_lag
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
@@ -48,13 +57,14 @@ class StateCollector(Collector):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._errors: dict[str, int] = {"lake": 0, "warehouse": 0, "kafka": 0}
+        self._errors: dict[str, int] = {"lake": 0, "warehouse": 0, "runs": 0, "kafka": 0}
         self._lock = threading.Lock()
         self._lag_read: tuple[float, dict[int, int]] = (-LAG_STALE_S, {})
 
     def collect(self) -> Iterator[Metric]:
         yield from self._lake()
         yield from self._warehouse()
+        yield from self._runs()
         yield from self._lag()
         errors = CounterMetricFamily(
             "riverbed_state_scrape_errors",
@@ -129,6 +139,71 @@ class StateCollector(Collector):
             self._failed("warehouse")
         yield from (published, rows)
 
+    def _runs(self) -> Iterator[Metric]:
+        builds = CounterMetricFamily(
+            "riverbed_warehouse_builds", "Warehouse builds Dagster ran.", labels=["outcome"]
+        )
+        build_s = GaugeMetricFamily(
+            "riverbed_warehouse_last_build_duration_seconds",
+            "How long the latest warehouse build took (dbt build and publishing).",
+        )
+        build_ok = GaugeMetricFamily(
+            "riverbed_warehouse_last_build_success_timestamp_seconds",
+            "When a warehouse build last succeeded.",
+        )
+        by_table = ["table"]
+        compactions = CounterMetricFamily(
+            "riverbed_lake_compactions",
+            "Upkeeps (compaction, then vacuum) of the table.",
+            labels=["table", "outcome"],
+        )
+        compacted = CounterMetricFamily(
+            "riverbed_lake_compacted_files", "Small files compaction rewrote.", labels=by_table
+        )
+        vacuumed = CounterMetricFamily(
+            "riverbed_lake_vacuumed_files", "Unreferenced files vacuum deleted.", labels=by_table
+        )
+        compaction_s = GaugeMetricFamily(
+            "riverbed_lake_last_compaction_duration_seconds",
+            "How long the table's latest upkeep took.",
+            labels=by_table,
+        )
+        compaction_ok = GaugeMetricFamily(
+            "riverbed_lake_last_compaction_success_timestamp_seconds",
+            "When the table's upkeep last succeeded.",
+            labels=by_table,
+        )
+        try:
+            found = run_records.read_all(self.settings)
+        except OSError:
+            log.warning("could not read the jobs' records", exc_info=True)
+            self._failed("runs")
+            found = {}
+        # Counters from zero before a job's first run: "none yet" is a value, not a gap.
+        found.setdefault(("warehouse_build", None), run_records.RunRecord())
+        for table in LAKE_TABLES:
+            found.setdefault(("lake_compaction", f"payments.{table}"), run_records.RunRecord())
+        for (job, subject), run in sorted(found.items(), key=str):
+            if job == "warehouse_build":
+                builds.add_metric(["succeeded"], run.succeeded)
+                builds.add_metric(["failed"], run.failed)
+                if run.last_duration_s is not None:
+                    build_s.add_metric([], run.last_duration_s)
+                if run.last_success_at is not None:
+                    build_ok.add_metric([], run.last_success_at)
+            elif job == "lake_compaction" and subject:
+                table = [subject.rpartition(".")[2]]  # "payments.transactions": the dataset
+                compactions.add_metric([*table, "succeeded"], run.succeeded)
+                compactions.add_metric([*table, "failed"], run.failed)
+                compacted.add_metric(table, run.totals.get("files_removed", 0))
+                vacuumed.add_metric(table, run.totals.get("files_vacuumed", 0))
+                if run.last_duration_s is not None:
+                    compaction_s.add_metric(table, run.last_duration_s)
+                if run.last_success_at is not None:
+                    compaction_ok.add_metric(table, run.last_success_at)
+        yield from (builds, build_s, build_ok, compactions, compacted, vacuumed)
+        yield from (compaction_s, compaction_ok)
+
     def _lag(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
             "riverbed_consumer_lag_messages",
@@ -151,13 +226,19 @@ class StateCollector(Collector):
 
     def _read_lag_forever(self) -> None:
         group, topic = self.settings.consumer_group, PAYMENTS_TRANSACTIONS
+        said = None  # the last failure logged: a cluster down for an hour is said once
         while True:
             started = time.monotonic()
             try:
                 values = consumer_lag(self.settings, group, topic)
                 with self._lock:
                     self._lag_read = (time.monotonic(), values)
-            except (KafkaException, KeyError):
-                log.warning("could not read the lag of %s on %s", group, topic, exc_info=True)
-                self._failed("kafka")
+                if said is not None:
+                    log.info("reading the lag of %s on %s again", group, topic)
+                said = None
+            except (KafkaException, KeyError) as exc:
+                self._failed("kafka")  # counted every time: riverbed_state_scrape_errors_total
+                if repr(exc) != said:
+                    log.warning("could not read the lag of %s on %s: %r", group, topic, exc)
+                said = repr(exc)
             time.sleep(max(0.0, LAG_INTERVAL_S - (time.monotonic() - started)))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from riverbed import lake
+from riverbed import lake, run_records
 from riverbed.settings import Settings
 
 
@@ -51,15 +51,22 @@ class Upkeep:
 
 
 def upkeep(settings: Settings, domain: str, dataset: str) -> Upkeep:
-    compaction = lake.compact(
-        settings.lake_dir,
-        dataset,
-        domain,
-        target_size=settings.lake_compact_target_mb * 1024 * 1024,
-    )
-    vacuumed = lake.vacuum(
-        settings.lake_dir, dataset, domain, retention_hours=settings.lake_vacuum_retention_h
-    )
+    # Recorded for the metrics (riverbed_lake_compaction_*), also when it fails.
+    with run_records.timed(settings, "lake_compaction", subject=f"{domain}.{dataset}") as totals:
+        compaction = lake.compact(
+            settings.lake_dir,
+            dataset,
+            domain,
+            target_size=settings.lake_compact_target_mb * 1024 * 1024,
+        )
+        vacuumed = lake.vacuum(
+            settings.lake_dir, dataset, domain, retention_hours=settings.lake_vacuum_retention_h
+        )
+        totals.update(
+            files_removed=compaction.files_removed,
+            files_added=compaction.files_added,
+            files_vacuumed=len(vacuumed),
+        )
     return Upkeep(
         domain=domain,
         dataset=dataset,

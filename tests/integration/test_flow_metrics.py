@@ -39,6 +39,7 @@ def test_counters_never_count_a_replayed_batch_twice(
     settings = load_settings(
         **{**kafka_settings.model_dump(exclude_none=True), "flow_transaction_timeout_s": 10}
     )
+    began = time.monotonic()
     events = generate(6000, seed=21)
     flow = Supervised(settings, tmp_path / "flow.log").start()
     try:
@@ -67,5 +68,11 @@ def test_counters_never_count_a_replayed_batch_twice(
     assert total(samples, "riverbed_flow_events_total", outcome="invalid") == (
         messages(settings, PAYMENTS_DLQ) - dlq_at_kill
     )
-    # Every committed row's latency was observed once, by the process that committed it.
+    # Every committed row's latency was observed once, by the process that committed it,
+    # from its event time and from its send; every published alert's from its send.
     assert total(samples, "riverbed_flow_event_to_lake_seconds_count") == restarted_valid
+    assert total(samples, "riverbed_flow_produce_to_lake_seconds_count") == restarted_valid
+    assert total(samples, "riverbed_flow_produce_to_alert_seconds_count") == alerts_after
+    # Measured from the producer's clock: none longer than the test has run.
+    waited = total(samples, "riverbed_flow_produce_to_lake_seconds_sum")
+    assert 0 < waited <= restarted_valid * (time.monotonic() - began)

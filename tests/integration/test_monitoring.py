@@ -1,6 +1,7 @@
 """A real Prometheus, configured as `make run` configures it, scraping the session's
-Kafka node, `riverbed metrics` and a producer: what it stores is what the cluster says.
-(Every series the Grafana dashboard queries: tests/e2e, on the whole platform.)"""
+Kafka node, `riverbed metrics`, a producer and a flow of two processes: what it stores
+is what the cluster and the lake say. (Every series the Grafana dashboard queries:
+tests/e2e, on the whole platform.)"""
 
 from __future__ import annotations
 
@@ -16,8 +17,19 @@ from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 from riverbed.warehouse import publish_read_copy
 from tests.support.env import free_port
-from tests.support.flow_harness import end_offsets
+from tests.support.flow_harness import (
+    drained,
+    end_offsets,
+    generate,
+    produce,
+    query,
+    scan,
+    start_flow,
+    stop_flow,
+    wait_until,
+)
 from tests.support.lake_fixture import txns
+from tests.support.monitoring import query as promql
 from tests.support.monitoring import running_prometheus, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -70,3 +82,31 @@ def test_prometheus_scrapes_every_part_it_is_told_of(
     # No flow runs: its alert is on its way (pending for its 30 s "for", then firing).
     alerts = wait_for(monitored, 'ALERTS{alertname="RiverbedFlowDown"}')
     assert alerts[0]["metric"]["alertstate"] in {"pending", "firing"}
+
+
+def test_every_process_of_a_flow_is_scraped_and_counts_what_it_committed(
+    monitored: Settings,
+) -> None:
+    events = generate(3000, seed=17)
+    produce(monitored, events)
+    log = monitored.home / "flow.log"
+    procs = start_flow(monitored, log, processes=2)
+    try:
+        wait_until(drained(monitored), 120, "the flow to drain the topic", procs, log)
+        # Each process is a target of its own, with its own port.
+        up = wait_for(monitored, 'count(up{job="flows"} == 1) == 2')
+        assert up
+        processes = {r["metric"]["process"] for r in promql(monitored, 'up{job="flows"}')}
+        assert processes == {"0", "1"}
+        # Together they count every row the lake holds, once (the oracle: DuckDB over
+        # the Delta table), and every partition was counted by one process only.
+        (rows,) = query(f"select count(*) from {scan(monitored, 'transactions')}")[0]
+        assert rows > 0
+        valid = 'sum(riverbed_flow_events_total{outcome="valid"})'
+        assert wait_for(monitored, f"{valid} == {rows}", timeout=30)
+        per_partition = promql(
+            monitored, 'count by (partition) (riverbed_flow_events_total{outcome="valid"})'
+        )
+        assert per_partition and all(r["value"][1] == "1" for r in per_partition)
+    finally:
+        stop_flow(procs)

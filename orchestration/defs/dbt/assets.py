@@ -22,6 +22,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from orchestration.lib.keys import lake_key
 from orchestration.lib.settings import RiverbedResource
+from riverbed import run_records
 from riverbed.warehouse import publish_read_copy
 
 DBT_DIR = Path(__file__).resolve().parents[3] / "dbt"
@@ -66,9 +67,11 @@ def warehouse_models(
     # and readers keep the last good copy.
     # dbt's unit tests check the models' logic on fixed inputs, not the data: they
     # belong to CI (`make test` runs them), not to every build, as dbt advises.
-    build = dbt.cli(["build", "--exclude-resource-type", "unit_test"], context=context)
-    yield from build.stream()
-    published = publish_read_copy(settings)
+    # Recorded for the metrics (riverbed_warehouse_build_*), also when it fails.
+    with run_records.timed(settings, "warehouse_build"):
+        build = dbt.cli(["build", "--exclude-resource-type", "unit_test"], context=context)
+        yield from build.stream()
+        published = publish_read_copy(settings)
     context.log.info(f"published the warehouse's read-only copy: {published}")
     # dagster-dbt gives every invocation its own target directory (compiled SQL, run
     # results): one per build, thousands a day under `make run`. A failed build's stays

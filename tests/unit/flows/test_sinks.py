@@ -80,7 +80,7 @@ def processed(offsets: range, *, day: int = 0, invalid: tuple[int, ...] = ()) ->
         for column, value in zip(
             txns.columns(),
             (f"tx-{o}", "c", "m", "5411", 100 + o, "EUR", "FR", 1.0, 2.0, "pos",
-             T0 + day * DAY_US + o, False, o),
+             T0 + day * DAY_US + o, False, o, T0 // 1000),
             strict=True,
         ):  # fmt: skip
             column.append(value)

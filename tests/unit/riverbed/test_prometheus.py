@@ -7,13 +7,15 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from riverbed import lake, prometheus
+from orchestration.lib import lake_upkeep
+from riverbed import lake, prometheus, run_records
 from riverbed.settings import load_settings
 from riverbed.state_metrics import StateCollector
 from tests.support.lake_fixture import txns
@@ -83,3 +85,50 @@ def test_the_lake_state_matches_the_tables_read_back(tmp_path: Path) -> None:
         Path(f.removeprefix("file://")).stat().st_size for f in files
     )
     assert ("riverbed_lake_rows", "alerts") not in samples  # no table yet: no series
+
+
+def test_the_batch_jobs_records_are_exposed(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    writer = lake.TableWriter(settings.lake_dir, "transactions")
+    app = lake.app_id("payments.transactions", 0)
+    writer.claim([app])
+    for start in range(0, 40, 10):  # four commits, one small file each
+        writer.append(txns(range(start, start + 10)), {app: start + 10})
+    began = time.time()
+    lake_upkeep.upkeep(settings, "payments", "transactions")
+    with pytest.raises(RuntimeError), run_records.timed(settings, "warehouse_build"):
+        raise RuntimeError("dbt build failed")
+    registry = CollectorRegistry()
+    registry.register(StateCollector(settings))
+    text = generate_latest(registry).decode()
+    checked = promtool("check", "metrics", stdin=text)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    table = (("table", "transactions"),)
+    # The oracle: what Delta's own log says the compaction (OPTIMIZE) did.
+    (optimize,) = [
+        c
+        for c in lake.open_table(settings.lake_dir, "transactions").history()
+        if c["operation"] == "OPTIMIZE"
+    ]
+    removed = optimize["operationMetrics"]["numFilesRemoved"]
+    assert removed == 4
+    assert samples["riverbed_lake_compacted_files_total", table] == removed
+    assert samples["riverbed_lake_compactions_total", (("outcome", "succeeded"), *table)] == 1
+    assert samples["riverbed_lake_compactions_total", (("outcome", "failed"), *table)] == 0
+    assert samples["riverbed_lake_vacuumed_files_total", table] == 0  # within the retention
+    finished = samples["riverbed_lake_last_compaction_success_timestamp_seconds", table]
+    assert began <= finished <= time.time()
+    assert 0 < samples["riverbed_lake_last_compaction_duration_seconds", table] < 60
+    # The failed build: counted, and no success to report.
+    assert samples["riverbed_warehouse_builds_total", (("outcome", "failed"),)] == 1
+    assert samples["riverbed_warehouse_builds_total", (("outcome", "succeeded"),)] == 0
+    assert ("riverbed_warehouse_last_build_success_timestamp_seconds", ()) not in samples
+    # A table never upkept: zero, not missing.
+    alerts = (("outcome", "succeeded"), ("table", "alerts"))
+    assert samples["riverbed_lake_compactions_total", alerts] == 0
