@@ -16,7 +16,7 @@ from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ
 from tests.support.faults import Supervised
 from tests.support.flow_harness import drained, generate, produce, query, read_topic, scan
-from tests.support.monitoring import scrape_target, total
+from tests.support.monitoring import check_metrics, exposition, scrape_target, total
 
 pytestmark = pytest.mark.kafka
 
@@ -56,7 +56,9 @@ def test_counters_never_count_a_replayed_batch_twice(
         produce(settings, events[3000:], seconds=3)
         flow.run_until(drained(settings), 180, "the flow to drain the topic")
         time.sleep(settings.flush_interval_s + 1)  # the last flush's counts
-        samples = scrape_target(settings.home / "prometheus/targets/flows/payments-0.json")
+        target = settings.home / "prometheus/targets/flows/payments-0.json"
+        check_metrics(exposition(target))
+        samples = scrape_target(target)
     finally:
         flow.stop()
 

@@ -11,7 +11,7 @@ import pytest
 from producers.payments import produce_payments
 from riverbed.settings import Settings
 from tests.support.flow_harness import end_offsets
-from tests.support.monitoring import Samples, scrape_target, total
+from tests.support.monitoring import Samples, check_metrics, exposition, parse_samples, total
 
 pytestmark = pytest.mark.kafka
 
@@ -30,16 +30,19 @@ def test_a_running_producer_serves_what_it_sent_and_the_cluster_acknowledged(
     run.start()
     targets = kafka_settings.home / "prometheus" / "targets" / "producer"
     seen: list[Samples] = []
+    text = ""
     while run.is_alive():
         for target in targets.glob("*.json"):
             # Registered a moment before serving, or just stopped: no sample.
             with contextlib.suppress(OSError, ValueError):
-                seen.append(scrape_target(target))
+                text = exposition(target)
+                seen.append(parse_samples(text))
         time.sleep(0.5)
     run.join()
     summary = done[0]
     assert summary.ok
     assert len(seen) >= 5, "the producer's metrics were not served while it ran"
+    check_metrics(text)
     for sample in seen:
         # Never more acknowledged than sent, nothing failed, the asked rate.
         assert (

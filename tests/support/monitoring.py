@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from riverbed import prometheus
@@ -90,12 +92,32 @@ def firing(settings: Settings) -> set[str]:
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+def exposition(target: Path) -> str:
+    """What the process a target file registered serves, as Prometheus scrapes it."""
+    (entry,) = json.loads(target.read_text())
+    with urllib.request.urlopen(f"http://{entry['targets'][0]}/metrics", timeout=5) as answer:
+        return answer.read().decode()
+
+
+def check_metrics(text: str) -> None:
+    """Fail unless Prometheus's own ``promtool check metrics`` accepts ``text``."""
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail("promtool is not installed: `make test` installs Debian's prometheus")
+    checked = subprocess.run(
+        [binary, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def scrape_target(target: Path) -> Samples:
     """Scrape the process a target file registered, as Prometheus would:
     (metric, sorted labels) to value."""
-    (entry,) = json.loads(target.read_text())
-    with urllib.request.urlopen(f"http://{entry['targets'][0]}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
+    return parse_samples(exposition(target))
+
+
+def parse_samples(text: str) -> Samples:
+    """Exposition text as (metric, sorted labels) to value."""
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
