@@ -58,7 +58,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from flows.payments import ensure_recovery_store, flow_commands, settings_env
 from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
-from riverbed import lake
+from riverbed import kafka_admin, lake
 from riverbed.contracts.payments import Transaction
 from riverbed.kafka_admin import cluster_size, declared_configs, declared_replication
 from riverbed.settings import Settings, load_settings
@@ -79,11 +79,7 @@ ECHO = PREFIX + "baseline.echo"
 
 def recreate_topics(settings: Settings, names: list[str]) -> None:
     admin = AdminClient(settings.kafka_client_config())
-    existing = set(admin.list_topics(timeout=30).topics)
-    doomed = [n for n in names if n in existing]
-    if doomed:
-        for f in admin.delete_topics(doomed, operation_timeout=30).values():
-            f.result()
+    kafka_admin.delete_topics(admin, names)
     deadline = time.monotonic() + 60
     while True:
         specs = {

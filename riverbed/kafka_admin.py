@@ -245,7 +245,12 @@ def apply_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOG) -> li
     brokers = cluster_size(settings, admin)
     results = {s.name: TopicResult(s.name) for s in specs}
 
-    _create_missing(admin, settings, [s for s in specs if s.name not in before], brokers, results)
+    missing = [s for s in specs if s.name not in before]
+    raced = _create_missing(admin, settings, missing, brokers, results)
+    if raced:
+        # Our metadata was behind (a topic created a moment ago, by us or by another
+        # client): reconcile those as the existing topics they are.
+        before.update(_described_once_visible(admin, raced))
     for spec in specs:
         state = before.get(spec.name)
         if state is None or results[spec.name].error:
@@ -269,11 +274,7 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
     For tests and benchmarks that need a clean cluster; it loses every message.
     """
     admin = admin_client(settings)
-    existing = set(cluster_metadata(admin).topics)
-    doomed = [spec.name for spec in CATALOG if spec.name in existing]
-    if doomed:
-        for future in admin.delete_topics(doomed, operation_timeout=TIMEOUT_S).values():
-            future.result()
+    delete_topics(admin, [spec.name for spec in CATALOG])
     if groups is None:
         groups = [g.group_id for g in admin.list_consumer_groups().result().valid]
     groups = list(groups)
@@ -282,13 +283,7 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
             # A group still in use by a lingering client is not ours to fight.
             with contextlib.suppress(KafkaException):
                 future.result()
-    # Deletion is asynchronous: wait until the metadata no longer lists the old topics,
-    # or apply_topics would see them and leave them be.
     deadline = time.monotonic() + 60
-    while set(doomed) & set(cluster_metadata(admin).topics):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topics {doomed} were not deleted within 60 s")
-        time.sleep(0.2)
     while True:
         results = apply_topics(settings)
         if all(r.error is None and r.state is not None for r in results):
@@ -298,6 +293,24 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
                 "could not recreate topics: " + "; ".join(r.summary() for r in results)
             )
         time.sleep(0.5)
+
+
+def delete_topics(admin: AdminClient, names: Iterable[str], timeout: float = 60) -> list[str]:
+    """Delete those of ``names`` that exist, and wait until the metadata no longer
+    lists them (deletion is asynchronous: a topic created or applied before that would
+    meet the old one). The names deleted."""
+    existing = set(cluster_metadata(admin).topics)
+    doomed = [name for name in names if name in existing]
+    if not doomed:
+        return []
+    for future in admin.delete_topics(doomed, operation_timeout=TIMEOUT_S).values():
+        future.result()
+    deadline = time.monotonic() + timeout
+    while set(doomed) & set(cluster_metadata(admin).topics):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {doomed} were not deleted within {timeout:.0f} s")
+        time.sleep(0.2)
+    return doomed
 
 
 def _describe_applied(
@@ -337,9 +350,11 @@ def _create_missing(
     missing: list[TopicSpec],
     brokers: int,
     results: dict[str, TopicResult],
-) -> None:
+) -> list[str]:
+    """Create ``missing``; the names that turned out to exist already."""
     if not missing:
-        return
+        return []
+    raced = []
     new_topics = []
     for spec in missing:
         replication = declared_replication(settings, spec, brokers)
@@ -357,7 +372,22 @@ def _create_missing(
             spec = next(s for s in missing if s.name == name)
             results[name].actions.append(f"created with {spec.partitions} partitions")
         except KafkaException as exc:
-            results[name].error = str(exc.args[0])
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                raced.append(name)
+            else:
+                results[name].error = str(exc.args[0])
+    return raced
+
+
+def _described_once_visible(
+    admin: AdminClient, names: list[str], timeout: float = 10.0
+) -> dict[str, TopicState]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = describe_topics(admin, names)
+        if set(names) <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def _reconcile_existing(

@@ -171,6 +171,15 @@ class Settings(BaseSettings):
     lake_compact_target_mb: int = Field(
         128, ge=1, description="Compaction writes files of about this size."
     )
+    profile_window_days: int = Field(
+        30,
+        ge=1,
+        description="Card profiles cover the transactions of this many days up to the "
+        "lake's newest event.",
+    )
+    profile_min_txns: int = Field(
+        5, ge=1, description="A card gets a profile once it has this many transactions."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     @field_validator("home")

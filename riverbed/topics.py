@@ -13,6 +13,7 @@ DAY_MS = 24 * 60 * 60 * 1000
 PAYMENTS_TRANSACTIONS = "payments.transactions"
 PAYMENTS_ALERTS = "payments.alerts"
 PAYMENTS_DLQ = "payments.transactions.dlq"
+PAYMENTS_CARD_PROFILES = "payments.card_profiles"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,21 @@ CATALOG: tuple[TopicSpec, ...] = (
         description="Invalid transactions, original bytes unchanged, with the reason in the "
         "`error` header and their source in `source.topic/partition/offset`.",
         configs={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        name=PAYMENTS_CARD_PROFILES,
+        domain="payments",
+        # As many as the transactions' topic, and the same key: a card's profile lands in
+        # the partition number its transactions do (both published by librdkafka's
+        # default partitioner), so a flow's partition needs only its own profiles.
+        partitions=6,
+        description="Card profiles computed by the batch layer (features/card_profiles), "
+        "keyed by card_id; compacted, so the topic keeps the latest profile of each card.",
+        configs={
+            "cleanup.policy": "compact",
+            # Roll segments daily, so superseded profiles become compactable.
+            "segment.ms": str(DAY_MS),
+        },
     ),
 )
 

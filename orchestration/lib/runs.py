@@ -48,3 +48,17 @@ def coalescing_schedule(
         return dg.RunRequest()
 
     return _schedule
+
+
+def in_process_job(
+    name: str, selection: dg.AssetSelection, description: str
+) -> dg.UnresolvedAssetJobDefinition:
+    """An asset job whose steps run in the run's own process.
+
+    For jobs of one step that does its work in a process of its own (dbt) or in a few
+    seconds: the default executor would start another Python process per step, loading
+    the code location again, on every run.
+    """
+    return dg.define_asset_job(
+        name, selection=selection, description=description, executor_def=dg.in_process_executor
+    )

@@ -63,7 +63,38 @@ class Alert(msgspec.Struct, frozen=True):
     details: str
 
 
+class CardProfile(msgspec.Struct, frozen=True):
+    """A card's usual behaviour, computed from the lake by the batch layer and published
+    to ``payments.card_profiles`` (compacted, keyed by card_id: the latest per card).
+
+    Over the card's transactions in the window that ends at the lake's newest event
+    (``window_days``): ``home_country`` its most frequent country, the mean and sample
+    standard deviation of its amounts (``amount_std`` is None below two transactions),
+    ``usual_hours`` the UTC hours of day holding at least a tenth of them, and
+    ``usual_mccs`` its three most frequent merchant categories (ties: lowest code).
+    """
+
+    card_id: str
+    txn_count: int
+    home_country: str
+    amount_mean: float
+    amount_std: float | None
+    usual_hours: list[int]
+    usual_mccs: list[str]
+    last_event_time: str  # RFC 3339: the newest transaction the profile includes
+    computed_at: str  # RFC 3339, wall clock
+    window_days: int
+
+
 _decoder = msgspec.json.Decoder(Transaction)
+_profile_decoder = msgspec.json.Decoder(CardProfile)
+
+
+def decode_profile(raw: bytes) -> CardProfile:
+    """A card profile from ``payments.card_profiles`` (its own publisher wrote it)."""
+    return _profile_decoder.decode(raw)
+
+
 _encoder = msgspec.json.Encoder()
 
 

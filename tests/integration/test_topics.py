@@ -3,7 +3,7 @@
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from riverbed.kafka_admin import apply_topics, describe_topics, high_watermarks
+from riverbed.kafka_admin import apply_topics, delete_topics, describe_topics, high_watermarks
 from riverbed.settings import Settings
 from riverbed.topics import CATALOG, PAYMENTS_TRANSACTIONS, TopicSpec
 
@@ -30,6 +30,8 @@ def test_apply_twice_changes_nothing_the_second_time(kafka_settings: Settings) -
 
 def test_apply_converges_and_reports_what_it_cannot_change(kafka_settings: Settings) -> None:
     admin = AdminClient(kafka_settings.kafka_client_config())
+    # Left by an interrupted earlier run on the session's broker.
+    delete_topics(admin, ["riverbed.test.grow", "riverbed.test.shrink", "riverbed.test.new"])
     for future in admin.create_topics(
         [
             NewTopic("riverbed.test.grow", 2, 1, config={"retention.ms": "1000"}),
@@ -45,7 +47,7 @@ def test_apply_converges_and_reports_what_it_cannot_change(kafka_settings: Setti
     try:
         results = {r.name: r for r in apply_topics(kafka_settings, specs)}
         grow, shrink, new = (results[s.name] for s in specs)
-        assert grow.actions == ["partitions 2 -> 5", "set retention.ms=60000"]
+        assert grow.actions == ["partitions 2 -> 5", "set retention.ms=60000"], grow
         assert grow.state is not None and grow.state.partitions == 5
         assert grow.state.configs["retention.ms"] == "60000"
         assert shrink.actions == [] and shrink.error is None

@@ -3,17 +3,13 @@
 import dagster as dg
 
 from orchestration.defs.dbt.assets import warehouse_models
-from orchestration.lib.runs import WAREHOUSE_JOB, coalescing_schedule
+from orchestration.lib.runs import WAREHOUSE_JOB, coalescing_schedule, in_process_job
 
-build_warehouse = dg.define_asset_job(
+build_warehouse = in_process_job(
     WAREHOUSE_JOB,
-    selection=dg.AssetSelection.assets(warehouse_models),
-    description="dbt build of every warehouse model and test, then the read-only copy.",
-    # One step, which runs dbt as a process of its own: the default executor would start
-    # another Python process for it, loading the code location again, on every build.
-    executor_def=dg.in_process_executor,
+    dg.AssetSelection.assets(warehouse_models),
+    "dbt build of every warehouse model and test, then the read-only copy.",
 )
-
 
 warehouse_every_5_minutes = coalescing_schedule(
     name="warehouse_every_5_minutes",

@@ -14,11 +14,25 @@ def test_definitions_load_and_validate() -> None:
         "consumer_lag",
         "lake_new_files",
         "lake_freshness",
+        "card_profiles_after_build",
     }
     assert {s.name for s in definitions.schedules or []} == {
         "warehouse_every_5_minutes",
         "lake_upkeep_hourly",
+        "card_profiles_hourly",
     }
+
+
+def test_card_profiles_come_from_the_lake_and_go_to_their_topic() -> None:
+    graph = defs().resolve_asset_graph()
+    key = dg.AssetKey.from_user_string
+    profiles = graph.get(key("features/card_profiles"))
+    assert profiles.parent_keys == {
+        key("lake/payments/transactions"),
+        key("kafka/payments_card_profiles"),
+    }
+    job = defs().resolve_job_def("publish_card_profiles")
+    assert job.asset_layer.selected_asset_keys == {key("features/card_profiles")}
 
 
 def test_lake_tables_are_delta_assets_with_their_upkeep() -> None:

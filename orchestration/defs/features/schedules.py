@@ -1,0 +1,28 @@
+"""Card profiles as a job, hourly (and after every build: sensors.py)."""
+
+import dagster as dg
+
+from orchestration.defs.features.assets import card_profiles
+from orchestration.lib.runs import coalescing_schedule, in_process_job
+
+PROFILES_JOB = "publish_card_profiles"
+
+publish_card_profiles = in_process_job(
+    PROFILES_JOB,
+    dg.AssetSelection.assets(card_profiles),
+    "Computes the card profiles from the lake and publishes them.",
+)
+
+card_profiles_hourly = coalescing_schedule(
+    name="card_profiles_hourly",
+    cron_schedule="41 * * * *",
+    job=publish_card_profiles,
+    description="Hourly (at minute 41, away from the builds and the upkeep): card "
+    "profiles. Skipped while the previous run is still queued or running.",
+)
+
+
+defs = dg.Definitions(
+    jobs=[publish_card_profiles],
+    schedules=[card_profiles_hourly],
+)
