@@ -16,6 +16,7 @@ the store's history starts, not in the middle of it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from riverbed.settings import Settings
 
 FILE_NAME = "start-offsets.json"
 
+log = logging.getLogger("riverbed.flow.source")
+
 
 def resume_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
     """Per partition: min(lake's next offset, group's committed offset), at least the earliest."""
@@ -38,6 +41,7 @@ def resume_offsets(settings: Settings, topic: str, partitions: list[int]) -> dic
     consumer = Consumer(consumer_config(settings, **{"isolation.level": "read_committed"}))
     try:
         committed = committed_offsets(consumer, topic, partitions)
+        _warn_if_outputs_ahead(settings, topic, in_lake, committed)
         out = {}
         for p in partitions:
             low, _high = consumer.get_watermark_offsets(
@@ -48,6 +52,29 @@ def resume_offsets(settings: Settings, topic: str, partitions: list[int]) -> dic
         return out
     finally:
         consumer.close()
+
+
+def _warn_if_outputs_ahead(
+    settings: Settings, topic: str, in_lake: dict[int, int], committed: dict[int, int]
+) -> None:
+    """The lake commits before the Kafka outputs, so the group is never ahead of the lake
+    after a crash: when it is, the lake was deleted or moved, or this group served
+    another lake. The flow then fills the lake again but does not publish the alerts
+    and dead letters below the group's offsets a second time: say so, and what to do."""
+    ahead = {p: (in_lake.get(p, 0), o) for p, o in committed.items() if o > in_lake.get(p, 0)}
+    if ahead:
+        log.warning(
+            "the consumer group is ahead of the lake: alerts and dead letters below its "
+            "offsets were published before and are not published again; the lake is "
+            "filled from its own offsets. If this lake is new and the alerts should be "
+            "published again, set RIVERBED_CONSUMER_GROUP to a new group",
+            extra={
+                "group": settings.consumer_group,
+                "topic": topic,
+                "lake_dir": str(settings.lake_dir),
+                "partitions": {p: {"lake": lk, "group": g} for p, (lk, g) in sorted(ahead.items())},
+            },
+        )
 
 
 def load_or_record(
