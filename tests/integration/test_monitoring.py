@@ -64,7 +64,7 @@ def test_prometheus_scrapes_every_part_it_is_told_of(
     producer = threading.Thread(
         target=produce_payments,
         args=(monitored,),
-        kwargs={"rate": 100, "count": None, "duration": 30, "seed": 5, "serve_metrics": True},
+        kwargs={"rate": 100, "count": None, "duration": 15, "seed": 5, "serve_metrics": True},
     )
     producer.start()
     try:
