@@ -133,7 +133,7 @@ group by merchant_id, date_trunc('hour', window_start), event_date;
 
 create table fct_fraud_daily as
 with rules as (
-    select unnest(['velocity', 'amount_spike', 'impossible_travel', 'card_testing']) as rule
+    select unnest(['velocity', 'amount_spike', 'impossible_travel', 'card_testing', 'profile_amount']) as rule
 ),
 daily as (select event_date, count(*) as txn_count from fct_transactions group by all),
 flags as (

@@ -40,6 +40,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from bench.flow_bench import (
     ALERTS,
     DLQ,
+    PROFILES,
     SOURCE,
     append_results,
     bench_settings,
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rounds = []
             for i in range(args.rounds):
-                recreate_topics(settings, [SOURCE, ALERTS, DLQ])
+                recreate_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
                 flow_settings = bench_settings(settings, work / f"flow-{i}", f"bench.failover.{i}")
                 rounds.append(one_round(cluster, settings, flow_settings, args.rate,
                                         work / f"flow-{i}.log"))  # fmt: skip

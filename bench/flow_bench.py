@@ -3,6 +3,7 @@
     python -m bench.flow_bench throughput [--events 1000000] [--processes 1]
     python -m bench.flow_bench latency [--rate 5000] [--seconds 60]
     python -m bench.flow_bench metrics [--events 1000000] [--rounds 2]
+    python -m bench.flow_bench join [--events 1000000] [--rounds 2]
 
 throughput: pre-load ``--events`` generated transactions into a fresh copy of the
 payments topics (``bench.``-prefixed, deleted at the end), then drain them into
@@ -25,6 +26,9 @@ cadence's floor. Goals: alert p99 < 500 ms; lake p99 < flush interval + 1 s.
 metrics: drain the same pre-loaded topic with the flow's metrics off and on (served
 and scraped every 5 s), alternating the order; goal: on >= 0.95x off.
 
+join: drain the same pre-loaded topic with the card-profile table empty and full (a
+profile per card of the input, computed with polars); goal: with >= 0.8x without.
+
 Runs against ``RIVERBED_KAFKA_BOOTSTRAP`` (or the settings' local broker, which
 must be running). Appends a section to ``bench/RESULTS.md``.
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -51,6 +56,7 @@ from pathlib import Path
 
 import confluent_kafka
 import msgspec
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -59,11 +65,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from flows.payments import ensure_recovery_store, flow_commands, settings_env
 from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
-from riverbed import kafka_admin, lake
+from riverbed import features, kafka_admin, lake
 from riverbed.contracts.payments import Transaction
 from riverbed.kafka_admin import cluster_size, declared_configs, declared_replication
 from riverbed.settings import Settings, load_settings
-from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS, topic
+from riverbed.topics import (
+    PAYMENTS_ALERTS,
+    PAYMENTS_CARD_PROFILES,
+    PAYMENTS_DLQ,
+    PAYMENTS_TRANSACTIONS,
+    topic,
+)
 from tests.support.monitoring import scrape_target
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -73,6 +85,7 @@ SOURCE = PREFIX + PAYMENTS_TRANSACTIONS
 ALERTS = PREFIX + PAYMENTS_ALERTS
 DLQ = PREFIX + PAYMENTS_DLQ
 ECHO = PREFIX + "baseline.echo"
+PROFILES = PREFIX + PAYMENTS_CARD_PROFILES  # the flow joins it (empty here)
 
 
 # -- topics and input ---------------------------------------------------------------------
@@ -88,6 +101,7 @@ def recreate_topics(settings: Settings, names: list[str]) -> None:
             ALERTS: topic(PAYMENTS_ALERTS).partitions,
             DLQ: topic(PAYMENTS_DLQ).partitions,
             ECHO: topic(PAYMENTS_ALERTS).partitions,
+            PROFILES: topic(PAYMENTS_CARD_PROFILES).partitions,
         }
         spec = topic(PAYMENTS_TRANSACTIONS)
         rf = declared_replication(settings, spec, cluster_size(settings, admin))
@@ -327,7 +341,7 @@ def lake_progress(lake_dir: Path, parts: list[int]) -> Callable[[], dict[int, in
 
 
 def throughput(settings: Settings, events: int, processes: int, work: Path) -> list[Drain]:
-    recreate_topics(settings, [SOURCE, ALERTS, DLQ])
+    recreate_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
     print(f"pre-loading {events:,} events ...", flush=True)
     print(f"  done in {preload(settings, events):.1f}s", flush=True)
     ends = end_offsets(settings, SOURCE)
@@ -361,7 +375,7 @@ def throughput(settings: Settings, events: int, processes: int, work: Path) -> l
         thread.join(30)
     baseline = Drain("baseline (confluent-kafka Consumer + pyarrow)", base_s, total)
     print(f"  baseline: {baseline.rate:,.0f} events/s ({base_s:.1f}s)", flush=True)
-    delete_topics(settings, [SOURCE, ALERTS, DLQ])
+    delete_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
     return [flow, baseline]
 
 
@@ -408,35 +422,50 @@ def metrics_cost(
 ) -> list[Drain]:
     """The same pre-loaded topic drained by the flow with its metrics off and on
     (served and scraped every 5 s), alternating which goes first; best of ``rounds``."""
-    recreate_topics(settings, [SOURCE, ALERTS, DLQ])
+    recreate_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
     print(f"pre-loading {events:,} events ...", flush=True)
     print(f"  done in {preload(settings, events):.1f}s", flush=True)
     ends = end_offsets(settings, SOURCE)
+
+    def drain(on: bool, round_: int) -> Drain:
+        label = "on" if on else "off"
+        home = work / f"metrics-{label}-{round_}"
+        flow_settings = bench_settings(
+            settings, home, f"bench.metrics-{label}-{round_}", flow_metrics=on
+        )
+        log = work / f"{label}-{round_}.log"
+        return drain_with_flow(flow_settings, ends, processes, log, f"flow, metrics {label}")
+
+    drains = alternating(rounds, drain)
+    delete_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
+    return drains
+
+
+def compared(drains: dict[bool, list[Drain]]) -> tuple[Drain, Drain, float, dict[bool, str]]:
+    """The best drain with the setting on and off, the ratio of the medians, and every
+    round's rate per setting, as text."""
+    on, off = (max(drains[setting], key=lambda d: d.rate) for setting in (True, False))
+    median = statistics.median(d.rate for d in drains[True]) / statistics.median(
+        d.rate for d in drains[False]
+    )
+    every = {setting: ", ".join(f"{d.rate:,.0f}" for d in drains[setting]) for setting in drains}
+    return on, off, median, every
+
+
+def alternating(rounds: int, drain: Callable[[bool, int], Drain]) -> dict[bool, list[Drain]]:
+    """``drain(setting, round)`` for both settings, ``rounds`` times, the order
+    alternating between rounds (off first, then on first...); the drains by setting."""
     drains: dict[bool, list[Drain]] = {True: [], False: []}
     for round_ in range(rounds):
-        for on in (False, True) if round_ % 2 == 0 else (True, False):
-            label = "on" if on else "off"
-            home = work / f"metrics-{label}-{round_}"
-            flow_settings = bench_settings(
-                settings, home, f"bench.metrics-{label}-{round_}", flow_metrics=on
-            )
-            drain = drain_with_flow(
-                flow_settings, ends, processes, work / f"{label}-{round_}.log",
-                f"flow, metrics {label}",
-            )  # fmt: skip
-            drains[on].append(drain)
-    delete_topics(settings, [SOURCE, ALERTS, DLQ])
+        for setting in (False, True) if round_ % 2 == 0 else (True, False):
+            drains[setting].append(drain(setting, round_))
     return drains
 
 
 def report_metrics_cost(
     drains: dict[bool, list[Drain]], events: int, processes: int, rounds: int
 ) -> str:
-    on, off = (max(drains[setting], key=lambda d: d.rate) for setting in (True, False))
-    every = {setting: ", ".join(f"{d.rate:,.0f}" for d in drains[setting]) for setting in drains}
-    median = statistics.median(d.rate for d in drains[True]) / statistics.median(
-        d.rate for d in drains[False]
-    )
+    on, off, median, every = compared(drains)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""
 ## Payments flow: drain with its metrics on vs off ({when})
@@ -457,6 +486,68 @@ Every round, events/s: on {every[True]}; off {every[False]} (in the order run).
 
 Reproduce: `python -m bench.flow_bench metrics --events {events} --rounds {rounds}`
 """
+
+
+def join_cost(settings: Settings, events: int, processes: int, work: Path, rounds: int) -> str:
+    """The same pre-loaded topic drained with the card-profile table empty and full (a
+    profile per card, computed with polars from the pre-loaded events, as the batch
+    layer would), alternating which goes first; the RESULTS.md section."""
+    recreate_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
+    print(f"pre-loading {events:,} events ...", flush=True)
+    print(f"  done in {preload(settings, events):.1f}s", flush=True)
+    ends = end_offsets(settings, SOURCE)
+    profiles = preloaded_profiles(settings, events)
+
+    def drain(full: bool, round_: int) -> Drain:
+        recreate_topics(settings, [PROFILES])
+        if full:
+            features.publish_card_profiles(settings, profiles, topic=PROFILES)
+        name = f"join-{int(full)}-{round_}"
+        flow_settings = bench_settings(settings, work / name, f"bench.{name}")
+        label = "flow, with profiles" if full else "flow, without"
+        return drain_with_flow(flow_settings, ends, processes, work / f"{name}.log", label)
+
+    drains = alternating(rounds, drain)
+    delete_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
+    with_, without, median, every = compared(drains)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""
+## Payments flow: drain with the card-profile join, full vs empty table ({when})
+
+- machine: {machine()}
+- {events:,} generated transactions pre-loaded once; {profiles.height:,} card profiles
+  (polars, from those events) in `payments.card_profiles` for the "with" runs, an empty
+  topic for the others; {processes} process(es), recovery on; order alternates; best of {rounds}
+
+| flow | seconds | events/s |
+|---|---:|---:|
+| {with_.name} | {with_.seconds:.1f} | {with_.rate:,.0f} |
+| {without.name} | {without.seconds:.1f} | {without.rate:,.0f} |
+
+Ratio with / without: **{with_.rate / without.rate:.3f}** (goal >= 0.8);
+of the medians: {median:.3f}.
+Every round, events/s: with {every[True]}; without {every[False]} (in the order run).
+
+Reproduce: `python -m bench.flow_bench join --events {events} --rounds {rounds}`
+"""
+
+
+def preloaded_profiles(settings: Settings, events: int, seed: int = 7) -> pl.DataFrame:
+    """The card profiles of what :func:`preload` produced (the same seed and start)."""
+    generator = PaymentsGenerator(
+        GeneratorConfig.from_settings(settings), seed=seed, start=preload_start(), rate=PRELOAD_RATE
+    )
+    rows = [
+        msgspec.json.decode(e.value)
+        for e in itertools.islice(generator, events)
+        if e.valid and not e.resent
+    ]
+    frame = (
+        pl.DataFrame(rows)
+        .lazy()
+        .with_columns(pl.col("event_time").str.to_datetime(time_zone="UTC"))
+    )
+    return features.profiles_from(frame, settings.profile_window_days, settings.profile_min_txns)
 
 
 # -- latency -------------------------------------------------------------------------------
@@ -562,7 +653,7 @@ def watch_lake(lake_dir: Path, stop: threading.Event, seen: dict[str, float]) ->
 
 
 def latency_flow(settings: Settings, rate: float, seconds: float, work: Path) -> LatencyRun:
-    recreate_topics(settings, [SOURCE, ALERTS, DLQ])
+    recreate_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
     flow_settings = bench_settings(settings, work / "flow-latency", "bench.flow.latency")
     procs = start_flow(flow_settings, 1, work / "flow-latency.log")
     stop_event = threading.Event()
@@ -715,12 +806,12 @@ Reproduce: `python -m bench.flow_bench latency --rate {rate:g} --seconds {second
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flow_bench", description=__doc__)
-    parser.add_argument("what", choices=["throughput", "latency", "metrics"])
+    parser.add_argument("what", choices=["throughput", "latency", "metrics", "join"])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--rounds", type=int, default=2, help="metrics: rounds per setting")
+    parser.add_argument("--rounds", type=int, default=2, help="metrics, join: rounds per setting")
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     settings = load_settings()
@@ -736,12 +827,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.what == "metrics":
             drains = metrics_cost(settings, args.events, args.processes, work, args.rounds)
             text = report_metrics_cost(drains, args.events, args.processes, args.rounds)
+        elif args.what == "join":
+            text = join_cost(settings, args.events, args.processes, work, args.rounds)
         else:
             runs = [
                 latency_flow(settings, args.rate, args.seconds, work),
                 latency_baseline(settings, args.rate, args.seconds, work),
             ]
-            delete_topics(settings, [SOURCE, ALERTS, DLQ])
+            delete_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
             text = report_latency(settings, runs, args.rate, args.seconds)
         print(text)
         if not args.no_results:

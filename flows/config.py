@@ -43,6 +43,10 @@ class FlowConfig:
     testing_count: int = 3
     testing_max_cents: int = 200
     testing_window_us: int = 10 * MINUTE_US
+    # profile_amount: against the card's profile from the batch layer.
+    profile_sigmas: float = 4.0
+    profile_min_factor: float = 3.0
+    profile_min_txns: int = 5
     # How long (event time) the window merger keeps a closed window for corrections.
     correction_retention_us: int = HOUR_US
 
@@ -60,4 +64,7 @@ class FlowConfig:
             testing_count=settings.fraud_testing_count,
             testing_max_cents=round(settings.fraud_testing_max_amount * 100),
             testing_window_us=round(settings.fraud_testing_window_s * US),
+            profile_sigmas=settings.fraud_profile_sigmas,
+            profile_min_factor=settings.fraud_profile_min_factor,
+            profile_min_txns=settings.profile_min_txns,
         )

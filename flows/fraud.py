@@ -16,6 +16,11 @@ Rules (thresholds from the settings, via :class:`~flows.config.FlowConfig`):
   speed limit. Places closer than ``travel_min_km`` count as the same place.
 * ``card_testing``: >= N amounts below the testing maximum within the testing
   window (counted like velocity).
+* ``profile_amount``: an amount above the card's profiled mean + k standard
+  deviations, m x that mean and the spike minimum, where the profile is the card's
+  latest from the batch layer (``payments.card_profiles``, computed over weeks of the
+  lake) as of the transaction's place in the stream. A card without a profile (new, or too few
+  transactions for one) is not judged by this rule.
 
 Alert storms: velocity and card testing fire once when the count reaches the
 threshold, then stay quiet for that card until a transaction at or after
@@ -40,7 +45,10 @@ VELOCITY = "velocity"
 AMOUNT_SPIKE = "amount_spike"
 IMPOSSIBLE_TRAVEL = "impossible_travel"
 CARD_TESTING = "card_testing"
-RULES = (VELOCITY, AMOUNT_SPIKE, IMPOSSIBLE_TRAVEL, CARD_TESTING)
+PROFILE_AMOUNT = "profile_amount"
+# The rules that need nothing but the stream, and all of them.
+STREAM_RULES = (VELOCITY, AMOUNT_SPIKE, IMPOSSIBLE_TRAVEL, CARD_TESTING)
+RULES = (*STREAM_RULES, PROFILE_AMOUNT)
 
 EARTH_RADIUS_KM = 6371.0
 _US_PER_HOUR = 3_600_000_000
@@ -97,6 +105,15 @@ class CardState(msgspec.Struct, array_like=True, gc=False):
         return False
 
 
+class Profile(msgspec.Struct, array_like=True, gc=False):
+    """What the rules use of a card's profile (riverbed.contracts.payments.CardProfile)."""
+
+    since_ms: int  # the profile message's Kafka timestamp: it applies from there on
+    txn_count: int
+    mean_cents: float
+    std_cents: float | None
+
+
 class FraudRules:
     """Applies the rules to one transaction of one card, updating the card's state."""
 
@@ -111,6 +128,7 @@ class FraudRules:
         cents: int,
         lat: float,
         lon: float,
+        profile: Profile | None = None,
     ) -> list[tuple[str, float, str]]:
         """The rules hit, as (rule, score, details JSON); updates the card's state."""
         cfg = self.config
@@ -200,6 +218,31 @@ class FraudRules:
                     )
                 )
 
+        # amount far above the card's own profile
+        if (
+            profile is not None
+            and profile.std_cents is not None
+            and profile.txn_count >= cfg.profile_min_txns
+        ):
+            limit = max(
+                profile.mean_cents + cfg.profile_sigmas * profile.std_cents,
+                cfg.profile_min_factor * profile.mean_cents,
+                cfg.spike_min_cents,  # an amount worth an alert at all, as for spikes
+            )
+            if cents > limit:
+                hits.append(
+                    (
+                        PROFILE_AMOUNT,
+                        round(cents / limit, 4),
+                        _details(
+                            amount=cents / 100,
+                            profile_mean=round(profile.mean_cents / 100, 2),
+                            profile_std=round(profile.std_cents / 100, 2),
+                            profile_txns=profile.txn_count,
+                        ),
+                    )
+                )
+
         if event_us > card.last_us:
             card.last_us = event_us
         return hits
@@ -225,6 +268,15 @@ def _details(**fields: object) -> str:
 
 _cards_encoder = msgspec.msgpack.Encoder()
 _cards_decoder = msgspec.msgpack.Decoder(dict[str, CardState])
+_profiles_decoder = msgspec.msgpack.Decoder(dict[str, Profile])
+
+
+def encode_profiles(profiles: dict[str, Profile]) -> bytes:
+    return _cards_encoder.encode(profiles)
+
+
+def decode_profiles(blob: bytes) -> dict[str, Profile]:
+    return _profiles_decoder.decode(blob)
 
 
 def encode_cards(cards: dict[str, CardState]) -> bytes:

@@ -13,7 +13,12 @@ one:
   outputs are);
 * emits a tick (an empty batch) every ``tick_s`` of wall time even when nothing
   arrives, saying whether the partition is caught up and idle, so downstream
-  flushes on time and idle partitions do not hold windows open.
+  flushes on time and idle partitions do not hold windows open;
+* with a ``table_topic`` (a compacted topic keyed like the source and with as many
+  partitions, e.g. card profiles), also reads that topic's same-numbered partition:
+  from its beginning to its end before the first batch (the whole table), then as it
+  grows, passing its records along in ``SourceBatch.table``. The table is read again
+  at every start (it is small and compacted), so it needs no offsets of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from flows import shutdown
 from flows.records import RawRecord, SourceBatch
@@ -86,7 +91,9 @@ class KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         batch_size: int,
         tick_s: float,
         idle_after_s: float,
+        table: TableReader | None = None,
     ) -> None:
+        self._table = table
         self._consumer = consumer
         self._topic = topic
         self._partition = partition
@@ -112,18 +119,21 @@ class KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
                 continue
             ts_type, ts = msg.timestamp()
             records.append((msg.offset(), msg.key(), msg.value(), ts if ts_type else -1))
+        table = self._table.read() if self._table is not None else None
         now = time.monotonic()
         if records:
             self._position = records[-1][0] + 1
             self._last_message = now
         full = len(messages) >= self._batch_size
         self._awake = None if full else datetime.now(UTC) + timedelta(seconds=_EMPTY_POLL_S)
-        if not records and now < self._next_tick:
+        if not records and not table and now < self._next_tick:
             return []
         self._next_tick = now + self._tick_s
         caught_up = not full and self._caught_up()
         idle = caught_up and now - self._last_message >= self._idle_after_s
-        return [SourceBatch(self._partition, records, self._position, caught_up, idle)]
+        return [
+            SourceBatch(self._partition, records, self._position, caught_up, idle, table or None)
+        ]
 
     def _caught_up(self) -> bool:
         _low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
@@ -156,6 +166,62 @@ class KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
 
     def close(self) -> None:
         self._consumer.close()
+        if self._table is not None:
+            self._table.close()
+
+
+class TableReader:
+    """One partition of a table topic: everything in it at start, then what arrives."""
+
+    def __init__(self, settings: Settings, topic: str, partition: int) -> None:
+        self._tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
+        self._consumer = Consumer(consumer_config(settings))
+        self._consumer.assign([self._tp])
+        self._backlog = self._read_to_end()
+
+    def _read_to_end(self, timeout: float = 60.0) -> list[RawRecord]:
+        low, high = self._consumer.get_watermark_offsets(self._tp, timeout=30, cached=False)
+        out: list[RawRecord] = []
+        deadline = time.monotonic() + timeout
+        while high > low:
+            out.extend(self._records(self._consumer.consume(5000, 0.5)))
+            # The position, not the last record: compaction leaves gaps in the offsets.
+            position = self._consumer.position([self._tp])[0].offset
+            if position >= high:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"could not read {self._tp.topic}/{self._tp.partition} to its end "
+                    f"(offset {position} of {high}) within {timeout:.0f} s; "
+                    "check the cluster with `riverbed kafka status`"
+                )
+        log.info(
+            "read table partition",
+            extra={"topic": self._tp.topic, "part": self._tp.partition, "records": len(out)},
+        )
+        return out
+
+    def _records(self, messages: list) -> list[RawRecord]:
+        out = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("table consumer error", extra={"topic": self._tp.topic, "err": err})
+                continue
+            ts_type, ts = msg.timestamp()
+            out.append((msg.offset(), msg.key(), msg.value(), ts if ts_type else -1))
+        return out
+
+    def read(self) -> list[RawRecord]:
+        """The table's records since the last call (the whole table at the first)."""
+        if self._backlog:
+            out, self._backlog = self._backlog, []
+            return out
+        return self._records(self._consumer.consume(1000, 0))
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
@@ -169,7 +235,17 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
         batch_size: int = 5000,
         tick_s: float = 0.5,
         idle_after_s: float = 3.0,
+        table_topic: str | None = None,
     ) -> None:
+        if table_topic is not None:
+            table_partitions = topic_partitions(settings, table_topic)
+            if not set(partitions) <= set(table_partitions):
+                raise RuntimeError(
+                    f"{table_topic} has partitions {table_partitions}, {topic} has "
+                    f"{partitions}: a table topic must be partitioned like its stream "
+                    "(riverbed/topics.py declares both with as many partitions)"
+                )
+        self._table_topic = table_topic
         # Where a partition without a recovery snapshot starts (flows.start_offsets).
         self._start_offsets = start_offsets
         self._settings = settings
@@ -202,4 +278,9 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
             batch_size=self._batch_size,
             tick_s=self._tick_s,
             idle_after_s=self._idle_after_s,
+            table=(
+                TableReader(self._settings, self._table_topic, partition)
+                if self._table_topic is not None
+                else None
+            ),
         )

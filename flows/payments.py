@@ -16,6 +16,8 @@ Shape (a thin Bytewax layer over pure classes)::
 
     read (one source partition per Kafka partition, micro-batches + ticks)
       -> key by Kafka partition
+      (with each partition's card profiles from payments.card_profiles, the table side
+       of a stream-table join)
       -> process (PartitionProcessor: validate, resends, fraud, lateness, window deltas)
       -> write (per Kafka partition: DLQ + alerts in a Kafka transaction with the group
          offset; transactions + alerts staged for the process's Delta commit)
@@ -78,7 +80,12 @@ from flows.window_sink import WindowSink, WindowSinkPartition
 from flows.windows import WindowMerger
 from riverbed.logs import configure_logging
 from riverbed.settings import Settings, load_settings
-from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS
+from riverbed.topics import (
+    PAYMENTS_ALERTS,
+    PAYMENTS_CARD_PROFILES,
+    PAYMENTS_DLQ,
+    PAYMENTS_TRANSACTIONS,
+)
 
 log = logging.getLogger("riverbed.flow")
 
@@ -299,7 +306,15 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
         config=config,
         topic=topic,
         partitions=partitions,
-        source=KafkaPartitionedSource(settings, topic, partitions, start_offsets=start),
+        # The card profiles, joined by card: a profile topic partitioned like the
+        # transactions holds the profiles of the cards of the same-numbered partition.
+        source=KafkaPartitionedSource(
+            settings,
+            topic,
+            partitions,
+            start_offsets=start,
+            table_topic=topic_prefix + PAYMENTS_CARD_PROFILES,
+        ),
         partition_sink=LakePartitionedSink(
             topic=topic, partitions=partitions, make_partition=make_partition
         ),

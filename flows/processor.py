@@ -13,11 +13,23 @@ later gives the same verdicts as the live run did.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from datetime import UTC, datetime, timedelta
 
+import msgspec
+
 from flows.config import FlowConfig
-from flows.fraud import CardState, FraudRules, alert_id, decode_cards, encode_cards
+from flows.fraud import (
+    CardState,
+    FraudRules,
+    Profile,
+    alert_id,
+    decode_cards,
+    decode_profiles,
+    encode_cards,
+    encode_profiles,
+)
 from flows.records import (
     AlertRecord,
     Counts,
@@ -25,6 +37,7 @@ from flows.records import (
     MergerInput,
     ProcessedBatch,
     ProcessorOutput,
+    RawRecord,
     SourceBatch,
     TxnColumns,
 )
@@ -33,6 +46,7 @@ from riverbed.contracts.payments import (
     Alert,
     InvalidEvent,
     Transaction,
+    decode_profile,
     decode_transaction,
     encode,
 )
@@ -61,6 +75,12 @@ class PartitionProcessor:
         self._reported_bucket: int | None = None  # watermark // window last told the merger
         self._told_merger = False
         self._last_sweep_us: int | None = None
+        # The table side of the stream-table join: each card's profile in force, and
+        # profiles read but not in force yet (a heap by Kafka timestamp, then offset):
+        # a profile applies to the transactions after it in the stream, those with a
+        # Kafka timestamp at or after its own.
+        self.profiles: dict[str, Profile] = {}
+        self.pending_profiles: list[tuple[int, int, str, Profile | None]] = []
 
     # The config is not state: a restart takes the settings it runs with (except
     # the window length, which open windows were built with).
@@ -68,10 +88,14 @@ class PartitionProcessor:
         state = dict(self.__dict__)
         del state["config"]
         state["cards"] = encode_cards(self.cards)
+        state["profiles"] = encode_profiles(self.profiles)
         return state
 
     def __setstate__(self, state: dict) -> None:
         state["cards"] = decode_cards(state["cards"])
+        # A snapshot from before the join has no profiles: none are in force.
+        state["profiles"] = decode_profiles(state["profiles"]) if "profiles" in state else {}
+        state.setdefault("pending_profiles", [])
         self.__dict__.update(state)
 
     def configure(self, config: FlowConfig) -> None:
@@ -90,6 +114,10 @@ class PartitionProcessor:
         cards = self.cards
         windows = self.windows
         check = FraudRules(cfg).check
+        if batch.table:
+            self._read_profiles(batch.table)
+        profiles = self.profiles
+        pending = self.pending_profiles
         add_id = txns.transaction_id.append
         add_card = txns.card_id.append
         add_merchant = txns.merchant_id.append
@@ -108,6 +136,8 @@ class PartitionProcessor:
 
         for offset, key, value, ts_ms in batch.records:
             counts.processed += 1
+            if pending and pending[0][0] <= ts_ms:
+                self._apply_profiles(ts_ms)
             if ts_ms != last_ts:  # a producer batch shares one timestamp
                 last_ts = ts_ms
                 now = _EPOCH + timedelta(milliseconds=ts_ms) if ts_ms >= 0 else datetime.now(UTC)
@@ -136,7 +166,8 @@ class PartitionProcessor:
             wm = windows.watermark_us
             late = wm is not None and event_us < wm
             cents = round(txn.amount * 100)
-            hits = check(card, txn.transaction_id, event_us, cents, txn.lat, txn.lon)
+            profile = profiles.get(txn.card_id) if profiles else None
+            hits = check(card, txn.transaction_id, event_us, cents, txn.lat, txn.lon, profile)
             if hits:
                 self._alerts(txn, event_us, offset, ts_ms, hits, detected_us, alerts, counts)
             if late:
@@ -171,6 +202,43 @@ class PartitionProcessor:
             caught_up=batch.caught_up,
         )
         return ProcessorOutput(processed, self._merger_news(batch.idle))
+
+    def _read_profiles(self, records: list[RawRecord]) -> None:
+        """Queue card profiles (key card_id; no value: the card's profile is withdrawn)."""
+        for offset, key, value, ts_ms in records:
+            if key is None:
+                continue
+            card = key.decode(errors="replace")
+            if value is None:
+                heapq.heappush(self.pending_profiles, (ts_ms, offset, card, None))
+                continue
+            try:
+                found = decode_profile(value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # The batch layer wrote it; a bad one is skipped, never fatal.
+                log.warning("unreadable card profile", extra={"offset": offset, "err": str(exc)})
+                continue
+            profile = Profile(
+                since_ms=ts_ms,
+                txn_count=found.txn_count,
+                mean_cents=found.amount_mean * 100,
+                std_cents=None if found.amount_std is None else found.amount_std * 100,
+            )
+            heapq.heappush(self.pending_profiles, (ts_ms, offset, card, profile))
+
+    def _apply_profiles(self, upto_ms: int) -> None:
+        """Put in force every queued profile stamped at or before ``upto_ms``; one older
+        than the card's profile in force (read again after a restart) is dropped."""
+        pending, profiles = self.pending_profiles, self.profiles
+        while pending and pending[0][0] <= upto_ms:
+            since_ms, _offset, card, profile = heapq.heappop(pending)
+            current = profiles.get(card)
+            if current is not None and current.since_ms > since_ms:
+                continue
+            if profile is None:
+                profiles.pop(card, None)
+            else:
+                profiles[card] = profile
 
     @staticmethod
     def _alerts(

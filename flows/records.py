@@ -27,6 +27,9 @@ class SourceBatch:
     next_offset: int
     caught_up: bool = False
     idle: bool = False
+    # Records of the co-partitioned table topic (card profiles) read since the last
+    # batch; the processor applies each from its Kafka timestamp on.
+    table: list[RawRecord] | None = None
 
 
 @dataclass(slots=True)

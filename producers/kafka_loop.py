@@ -28,21 +28,21 @@ from typing import Any, Final, Protocol
 from confluent_kafka import KafkaError, Message, Producer
 
 from riverbed.settings import Settings
+from riverbed.topics import KEY_PARTITIONER
 
 log = logging.getLogger("riverbed.producer")
 
 ProgressCallback = Callable[[str], None]
 
-# Durable (idempotent, acks from all in-sync replicas), batched and compressed.
-# murmur2 is the Java client's partitioner: a card lands in the same partition
-# whichever client produced it.
+# Durable (idempotent, acks from all in-sync replicas), batched and compressed, and
+# partitioned as every Riverbed producer partitions (riverbed.topics.KEY_PARTITIONER).
 PRODUCER_DEFAULTS: Final[Mapping[str, str]] = {
     "enable.idempotence": "true",
     "acks": "all",
     "linger.ms": "10",
     "batch.size": "262144",
     "compression.type": "lz4",
-    "partitioner": "murmur2_random",
+    "partitioner": KEY_PARTITIONER,
 }
 
 _UNPACED_CHUNK: Final = 2000  # messages between two checks of the clock when unthrottled

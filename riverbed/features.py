@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, Producer
 from riverbed import lake
 from riverbed.contracts.payments import CardProfile, encode
 from riverbed.settings import Settings
-from riverbed.topics import PAYMENTS_CARD_PROFILES
+from riverbed.topics import KEY_PARTITIONER, PAYMENTS_CARD_PROFILES
 
 log = logging.getLogger("riverbed.features")
 
@@ -49,7 +49,14 @@ def card_profiles(settings: Settings) -> pl.DataFrame:
     """One row per profiled card (columns of :data:`PROFILE_SCHEMA`), by card_id."""
     if not lake.table_exists(settings.lake_dir, "transactions"):
         return pl.DataFrame(schema=PROFILE_SCHEMA)
-    txns = pl.scan_delta(str(lake.dataset_dir(settings.lake_dir, "transactions"))).select(
+    txns = pl.scan_delta(str(lake.dataset_dir(settings.lake_dir, "transactions")))
+    return profiles_from(txns, settings.profile_window_days, settings.profile_min_txns)
+
+
+def profiles_from(txns: pl.LazyFrame, window_days: int, min_txns: int) -> pl.DataFrame:
+    """The profiles of the transactions ``txns`` (at least card_id, country, mcc, amount,
+    event_time), over the ``window_days`` up to their newest event time."""
+    txns = txns.select(
         "card_id",
         "country",
         "mcc",
@@ -59,7 +66,7 @@ def card_profiles(settings: Settings) -> pl.DataFrame:
     newest = txns.select(pl.col("event_time").max()).collect().item()
     if newest is None:
         return pl.DataFrame(schema=PROFILE_SCHEMA)
-    since = newest - pl.duration(days=settings.profile_window_days)
+    since = newest - pl.duration(days=window_days)
     window = txns.filter(pl.col("event_time") > since)
     per_card = (
         window.group_by("card_id")
@@ -69,7 +76,7 @@ def card_profiles(settings: Settings) -> pl.DataFrame:
             pl.col("amount").std(ddof=1).alias("amount_std"),
             pl.col("event_time").max().alias("last_event_time"),
         )
-        .filter(pl.col("txn_count") >= settings.profile_min_txns)
+        .filter(pl.col("txn_count") >= min_txns)
     )
     home = (
         _ranked(window, "country")
@@ -119,7 +126,9 @@ class Published:
     topic: str
 
 
-def publish_card_profiles(settings: Settings, profiles: pl.DataFrame) -> Published:
+def publish_card_profiles(
+    settings: Settings, profiles: pl.DataFrame, topic: str = PAYMENTS_CARD_PROFILES
+) -> Published:
     """Publish every profile, keyed by card_id; raises if any is not acknowledged."""
     now = _rfc3339(datetime.now(UTC))
     producer = Producer(
@@ -129,6 +138,8 @@ def publish_card_profiles(settings: Settings, profiles: pl.DataFrame) -> Publish
             "acks": "all",
             "linger.ms": 20,
             "compression.type": "lz4",
+            # The transactions' partitioner: a profile lands in its card's partition.
+            "partitioner": KEY_PARTITIONER,
         }
     )
     failures: list[KafkaError] = []
@@ -153,7 +164,7 @@ def publish_card_profiles(settings: Settings, profiles: pl.DataFrame) -> Publish
         while True:
             try:
                 producer.produce(
-                    PAYMENTS_CARD_PROFILES,
+                    topic,
                     key=profile.card_id.encode(),
                     value=encode(profile),
                     on_delivery=delivered,
@@ -167,10 +178,10 @@ def publish_card_profiles(settings: Settings, profiles: pl.DataFrame) -> Publish
         first = failures[0].str() if failures else "not acknowledged within 60 s"
         raise RuntimeError(
             f"{len(failures) + left} of {profiles.height} card profiles were not published "
-            f"to {PAYMENTS_CARD_PROFILES}: {first}. Check the cluster (`riverbed kafka "
+            f"to {topic}: {first}. Check the cluster (`riverbed kafka "
             "status`) and that the topic exists (`riverbed topics apply`)."
         )
-    return Published(profiles.height, PAYMENTS_CARD_PROFILES)
+    return Published(profiles.height, topic)
 
 
 def _rfc3339(moment: datetime) -> str:

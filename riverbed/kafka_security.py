@@ -68,7 +68,12 @@ from cryptography.x509.oid import NameOID
 
 from riverbed.files import write_atomically
 from riverbed.settings import Settings
-from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS
+from riverbed.topics import (
+    PAYMENTS_ALERTS,
+    PAYMENTS_CARD_PROFILES,
+    PAYMENTS_DLQ,
+    PAYMENTS_TRANSACTIONS,
+)
 
 MECHANISM = "SCRAM-SHA-512"
 USERS = ("admin", "producer", "flows")
@@ -216,6 +221,7 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     return [
         *allow("producer", topic, PAYMENTS_TRANSACTIONS, write, describe),
         *allow("flows", topic, PAYMENTS_TRANSACTIONS, read, describe),
+        *allow("flows", topic, PAYMENTS_CARD_PROFILES, read, describe),
         *allow("flows", topic, PAYMENTS_ALERTS, write, describe),
         *allow("flows", topic, PAYMENTS_DLQ, write, describe),
         *allow("flows", group, settings.consumer_group, read, describe),

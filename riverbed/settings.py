@@ -145,6 +145,15 @@ class Settings(BaseSettings):
     fraud_testing_count: int = Field(3, ge=2)
     fraud_testing_max_amount: float = Field(2.0, gt=0)
     fraud_testing_window_s: float = Field(600.0, gt=0)
+    fraud_profile_sigmas: float = Field(
+        4.0,
+        gt=0,
+        description="profile_amount: an amount more than this many standard deviations "
+        "above the card's profiled mean (payments.card_profiles) ...",
+    )
+    fraud_profile_min_factor: float = Field(
+        3.0, ge=1, description="... and at least this many times that mean."
+    )
 
     # --- control plane -------------------------------------------------------------
     dagster_port: int = Field(3000, ge=1024, le=65535)

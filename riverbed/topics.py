@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 DAY_MS = 24 * 60 * 60 * 1000
 
+# How every Riverbed producer picks a keyed message's partition: murmur2, the Java
+# client's partitioner, so a card lands in the same partition whichever client
+# produced it, and its profile in the same-numbered partition as its transactions.
+KEY_PARTITIONER = "murmur2_random"
+
 PAYMENTS_TRANSACTIONS = "payments.transactions"
 PAYMENTS_ALERTS = "payments.alerts"
 PAYMENTS_DLQ = "payments.transactions.dlq"
@@ -59,9 +64,9 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(
         name=PAYMENTS_CARD_PROFILES,
         domain="payments",
-        # As many as the transactions' topic, and the same key: a card's profile lands in
-        # the partition number its transactions do (both published by librdkafka's
-        # default partitioner), so a flow's partition needs only its own profiles.
+        # As many as the transactions' topic, and the same key and partitioner
+        # (KEY_PARTITIONER): a card's profile lands in the partition number its
+        # transactions do, so a flow's partition needs only its own profiles.
         partitions=6,
         description="Card profiles computed by the batch layer (features/card_profiles), "
         "keyed by card_id; compacted, so the topic keeps the latest profile of each card.",

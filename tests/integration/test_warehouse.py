@@ -44,7 +44,7 @@ from tests.support.lake_fixture import (
     window_start,
 )
 
-RULES = ("velocity", "amount_spike", "impossible_travel", "card_testing")
+RULES = ("velocity", "amount_spike", "impossible_travel", "card_testing", "profile_amount")
 COUNTRIES = ("FR", "DE", "GB", "US", "ES")
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
 
