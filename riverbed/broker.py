@@ -36,6 +36,7 @@ import fcntl
 import json
 import logging
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -534,6 +535,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 cwd=node.dir,
                 start_new_session=True,
+                preexec_fn=_stop_signals_to_default if _stop_signals_ignored() else None,
             )
         _launched[process.pid] = process
         write_atomically(node.pid_file, f"{process.pid}\n", private=True)
@@ -696,6 +698,24 @@ def _is_node_process(pid: int, node: Node) -> bool:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
     return MAIN_CLASS in cmdline and str(node.config_path) in cmdline
+
+
+def _stop_signals_ignored() -> bool:
+    """Whether this process ignores SIGTERM or SIGINT, which a child inherits.
+
+    A JVM that starts with SIGTERM ignored never installs its shutdown hook: every stop
+    would wait out STOP_TIMEOUT_S and kill the node. It happens to a process started in
+    the background (its SIGINT ignored) once Dagster has run in it: Dagster points
+    SIGTERM at SIGINT's handler.
+    """
+    ignored = signal.SIG_IGN
+    return signal.getsignal(signal.SIGTERM) == ignored or signal.getsignal(signal.SIGINT) == ignored
+
+
+def _stop_signals_to_default() -> None:
+    """In the child, before exec: SIGTERM and SIGINT reach the JVM's handlers."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # --- processes, ports, files -----------------------------------------------------------
