@@ -31,6 +31,7 @@ quorum and partitions).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -40,6 +41,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -506,7 +508,7 @@ class LocalCluster:
     def _cluster_id(self) -> str:
         if self.shape_file.is_file():
             return json.loads(self.shape_file.read_text())["cluster_id"]
-        cluster_id = self.jars.run(STORAGE_TOOL, "random-uuid").strip().splitlines()[-1]
+        cluster_id = random_cluster_id()
         shape = {
             "cluster_id": cluster_id,
             "brokers": len(self.nodes),
@@ -716,6 +718,16 @@ def _stop_signals_to_default() -> None:
     """In the child, before exec: SIGTERM and SIGINT reach the JVM's handlers."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def random_cluster_id() -> str:
+    """A new KRaft cluster id, as ``kafka-storage.sh random-uuid`` prints one (Kafka's
+    ``Uuid.randomUuid``: a random UUID, base64url without padding, never starting with
+    "-"), without starting a JVM for it."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 # --- processes, ports, files -----------------------------------------------------------
