@@ -13,6 +13,7 @@ Everything lives under ``settings.kafka_dir``::
       dist/<version>/libs/     the jars, fetched once from Maven Central (riverbed.kafka_jars)
       cluster.json             the cluster id and the number of nodes, fixed at formatting
       cluster.lock             serialises start, stop and restart between processes
+      server-overrides.properties  optional: properties applied over every node's own
       secrets/                 secured mode only: CA, certificates, users' passwords
                                (riverbed.kafka_security)
       node-1/
@@ -220,9 +221,31 @@ def server_properties(settings: Settings, node: Node) -> dict[str, str]:
     }
 
 
+def overrides_path(settings: Settings) -> Path:
+    """Properties applied over every node's own on each start (``key=value`` lines), for
+    what Riverbed has no setting for, e.g. a test cluster's shorter timeouts."""
+    return settings.kafka_dir / "server-overrides.properties"
+
+
+def server_overrides(settings: Settings) -> dict[str, str]:
+    try:
+        text = overrides_path(settings).read_text()
+    except FileNotFoundError:
+        return {}
+    overrides = {}
+    for line in (line.strip() for line in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        if not equals:
+            raise BrokerError(f"{overrides_path(settings)}: not a key=value line: {line!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
 def render_server_properties(settings: Settings, node: Node) -> str:
-    """server.properties as written to disk."""
-    props = server_properties(settings, node)
+    """server.properties as written to disk: the node's own, then the overrides."""
+    props = {**server_properties(settings, node), **server_overrides(settings)}
     lines = ["# Written by riverbed.broker on every start: change RIVERBED_* settings, not this."]
     # Backslash is the escape character of Java properties files (think paths).
     lines += [key + "=" + value.replace("\\", "\\\\") for key, value in props.items()]

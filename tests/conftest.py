@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from riverbed.broker import LocalCluster
+from riverbed.broker import LocalCluster, overrides_path
 from riverbed.kafka_admin import recreate_topics
 from riverbed.kafka_health import wait_in_sync
 from riverbed.kafka_jars import KafkaJars
@@ -35,6 +35,11 @@ CLUSTER_PORT = TEST_PORT + 10
 SECURE_PORT = TEST_PORT + 20
 # Read at import, before any test's environment is cleared.
 SHARED_DIST = os.environ.get("RIVERBED_KAFKA_DIST")
+
+# The three-node cluster's brokers sweep for timed-out transactions every second
+# instead of every 10 s, so a test that waits for the broker to abort a transaction of
+# a frozen flow (transaction.timeout.ms) waits for that timeout, not for the next sweep.
+TEST_CLUSTER_OVERRIDES = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000"}
 
 
 @pytest.fixture(autouse=True)
@@ -110,6 +115,7 @@ def cluster_session(kafka_dist: Path) -> Iterator[LocalCluster]:
     settings = load_settings(
         home=TEST_HOME / "cluster", kafka_port=CLUSTER_PORT, kafka_brokers=3, kafka_dist=kafka_dist
     )
+    write_overrides(settings, TEST_CLUSTER_OVERRIDES)
     with running(LocalCluster(settings)) as cluster:
         yield cluster
 
@@ -132,6 +138,13 @@ def secure_cluster(kafka_dist: Path) -> Iterator[LocalCluster]:
     shutil.rmtree(settings.home, ignore_errors=True)
     with running(LocalCluster(settings)) as cluster:
         yield cluster
+
+
+def write_overrides(settings: Settings, overrides: dict[str, str]) -> None:
+    """The cluster's server-overrides.properties (riverbed.broker), read at each start."""
+    path = overrides_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{key}={value}\n" for key, value in overrides.items()))
 
 
 @pytest.fixture

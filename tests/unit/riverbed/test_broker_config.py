@@ -16,6 +16,7 @@ from riverbed.broker import (
     cluster_nodes,
     initial_heap,
     jvm_options,
+    overrides_path,
     random_cluster_id,
     render_server_properties,
 )
@@ -195,6 +196,20 @@ def test_metrics_ports_follow_the_controller_ports(tmp_path: Path) -> None:
     assert [n.metrics_port for n in nodes] == [9098, 9099, 9100]
     with pytest.raises(SettingsError, match="RIVERBED_KAFKA_METRICS_PORT=9093: metrics ports"):
         load_settings(home=tmp_path, kafka_port=9092, kafka_metrics_port=9093)
+
+
+def test_overrides_apply_over_every_nodes_own_properties(settings: Settings) -> None:
+    node = cluster_nodes(settings)[1]
+    path = overrides_path(settings)
+    path.parent.mkdir(parents=True)
+    path.write_text("# a test cluster\n\ngroup.initial.rebalance.delay.ms = 5\nnew.key=a=b\n")
+    props = parse_properties(render_server_properties(settings, node))
+    assert props["group.initial.rebalance.delay.ms"] == "5"
+    assert props["new.key"] == "a=b"
+    assert props["node.id"] == "2"  # the rest as before
+    path.write_text("no equals sign\n")
+    with pytest.raises(BrokerError, match=r"server-overrides\.properties: not a key=value line"):
+        render_server_properties(settings, node)
 
 
 def test_cluster_ids_are_what_kafka_accepts() -> None:
