@@ -36,6 +36,16 @@ SECURE_PORT = TEST_PORT + 20
 # Read at import, before any test's environment is cleared.
 SHARED_DIST = os.environ.get("RIVERBED_KAFKA_DIST")
 
+# Every JVM of the session (brokers, Kafka's tools; also those a command under test
+# starts) compiles with C1 only: a broker then starts on about half the CPU time (C2's
+# compiler threads fight the other JVMs for two cores), and a test's load never needs
+# C2's peak speed.
+JVM_TEST_OPTIONS = "-XX:TieredStopAtLevel=1"
+if JVM_TEST_OPTIONS not in os.environ.get("JAVA_TOOL_OPTIONS", ""):
+    os.environ["JAVA_TOOL_OPTIONS"] = (
+        os.environ.get("JAVA_TOOL_OPTIONS", "") + " " + JVM_TEST_OPTIONS
+    ).strip()
+
 # The three-node cluster's brokers sweep for timed-out transactions every second
 # instead of every 10 s, so a test that waits for the broker to abort a transaction of
 # a frozen flow (transaction.timeout.ms) waits for that timeout, not for the next sweep.
