@@ -52,6 +52,28 @@ if JVM_TEST_OPTIONS not in os.environ.get("JAVA_TOOL_OPTIONS", ""):
 TEST_CLUSTER_OVERRIDES = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the three-node cluster run one after the other (from where the first
+    of them is), so that ``cluster`` can stop it after the last: three idle JVMs would
+    otherwise slow every later test on two cores."""
+    on_cluster = [item for item in items if "cluster" in _fixtures(item)]
+    if not on_cluster:
+        return
+    first = items.index(on_cluster[0])
+    rest = [item for item in items if "cluster" not in _fixtures(item)]
+    items[:] = rest[:first] + on_cluster + rest[first:]
+
+
+def _fixtures(item: pytest.Item) -> list[str]:
+    return list(getattr(item, "fixturenames", ()))
+
+
+def _needs_cluster_later(item: pytest.Item) -> bool:
+    items = item.session.items
+    later = items[items.index(item) + 1 :] if item in items else []
+    return any("cluster" in _fixtures(other) for other in later)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's own RIVERBED_* settings."""
@@ -158,9 +180,14 @@ def write_overrides(settings: Settings, overrides: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def cluster(cluster_session: LocalCluster) -> LocalCluster:
+def cluster(
+    cluster_session: LocalCluster, request: pytest.FixtureRequest
+) -> Iterator[LocalCluster]:
     """The three-node cluster with every node up and every partition in sync: a test
-    that takes a node away leaves the next one nothing to clean up."""
+    that takes a node away leaves the next one nothing to clean up. Stopped after the
+    last test that takes it."""
     cluster_session.start()
     wait_in_sync(cluster_session.settings, timeout=120)
-    return cluster_session
+    yield cluster_session
+    if not _needs_cluster_later(request.node):
+        cluster_session.stop()
