@@ -13,6 +13,7 @@ Everything lives under ``settings.kafka_dir``::
       dist/<version>/libs/     the jars, fetched once from Maven Central (riverbed.kafka_jars)
       cluster.json             the cluster id and the number of nodes, fixed at formatting
       cluster.lock             serialises start, stop and restart between processes
+      server-overrides.properties  optional: properties applied over every node's own
       secrets/                 secured mode only: CA, certificates, users' passwords
                                (riverbed.kafka_security)
       node-1/
@@ -31,14 +32,17 @@ quorum and partitions).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
 import logging
 import random
+import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,9 +221,31 @@ def server_properties(settings: Settings, node: Node) -> dict[str, str]:
     }
 
 
+def overrides_path(settings: Settings) -> Path:
+    """Properties applied over every node's own on each start (``key=value`` lines), for
+    what Riverbed has no setting for, e.g. a test cluster's shorter timeouts."""
+    return settings.kafka_dir / "server-overrides.properties"
+
+
+def server_overrides(settings: Settings) -> dict[str, str]:
+    try:
+        text = overrides_path(settings).read_text()
+    except FileNotFoundError:
+        return {}
+    overrides = {}
+    for line in (line.strip() for line in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        if not equals:
+            raise BrokerError(f"{overrides_path(settings)}: not a key=value line: {line!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
 def render_server_properties(settings: Settings, node: Node) -> str:
-    """server.properties as written to disk."""
-    props = server_properties(settings, node)
+    """server.properties as written to disk: the node's own, then the overrides."""
+    props = {**server_properties(settings, node), **server_overrides(settings)}
     lines = ["# Written by riverbed.broker on every start: change RIVERBED_* settings, not this."]
     # Backslash is the escape character of Java properties files (think paths).
     lines += [key + "=" + value.replace("\\", "\\\\") for key, value in props.items()]
@@ -505,7 +531,7 @@ class LocalCluster:
     def _cluster_id(self) -> str:
         if self.shape_file.is_file():
             return json.loads(self.shape_file.read_text())["cluster_id"]
-        cluster_id = self.jars.run(STORAGE_TOOL, "random-uuid").strip().splitlines()[-1]
+        cluster_id = random_cluster_id()
         shape = {
             "cluster_id": cluster_id,
             "brokers": len(self.nodes),
@@ -534,6 +560,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 cwd=node.dir,
                 start_new_session=True,
+                preexec_fn=_stop_signals_to_default if _stop_signals_ignored() else None,
             )
         _launched[process.pid] = process
         write_atomically(node.pid_file, f"{process.pid}\n", private=True)
@@ -696,6 +723,34 @@ def _is_node_process(pid: int, node: Node) -> bool:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
     return MAIN_CLASS in cmdline and str(node.config_path) in cmdline
+
+
+def _stop_signals_ignored() -> bool:
+    """Whether this process ignores SIGTERM or SIGINT, which a child inherits.
+
+    A JVM that starts with SIGTERM ignored never installs its shutdown hook: every stop
+    would wait out STOP_TIMEOUT_S and kill the node. It happens to a process started in
+    the background (its SIGINT ignored) once Dagster has run in it: Dagster points
+    SIGTERM at SIGINT's handler.
+    """
+    ignored = signal.SIG_IGN
+    return signal.getsignal(signal.SIGTERM) == ignored or signal.getsignal(signal.SIGINT) == ignored
+
+
+def _stop_signals_to_default() -> None:
+    """In the child, before exec: SIGTERM and SIGINT reach the JVM's handlers."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def random_cluster_id() -> str:
+    """A new KRaft cluster id, as ``kafka-storage.sh random-uuid`` prints one (Kafka's
+    ``Uuid.randomUuid``: a random UUID, base64url without padding, never starting with
+    "-"), without starting a JVM for it."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 # --- processes, ports, files -----------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from riverbed.broker import LocalCluster
+from riverbed.broker import LocalCluster, overrides_path
 from riverbed.kafka_admin import recreate_topics
 from riverbed.kafka_health import wait_in_sync
 from riverbed.kafka_jars import KafkaJars
@@ -35,6 +35,43 @@ CLUSTER_PORT = TEST_PORT + 10
 SECURE_PORT = TEST_PORT + 20
 # Read at import, before any test's environment is cleared.
 SHARED_DIST = os.environ.get("RIVERBED_KAFKA_DIST")
+
+# Every JVM of the session (brokers, Kafka's tools; also those a command under test
+# starts) compiles with C1 only: a broker then starts on about half the CPU time (C2's
+# compiler threads fight the other JVMs for two cores), and a test's load never needs
+# C2's peak speed.
+JVM_TEST_OPTIONS = "-XX:TieredStopAtLevel=1"
+if JVM_TEST_OPTIONS not in os.environ.get("JAVA_TOOL_OPTIONS", ""):
+    os.environ["JAVA_TOOL_OPTIONS"] = (
+        os.environ.get("JAVA_TOOL_OPTIONS", "") + " " + JVM_TEST_OPTIONS
+    ).strip()
+
+# The three-node cluster's brokers sweep for timed-out transactions every second
+# instead of every 10 s, so a test that waits for the broker to abort a transaction of
+# a frozen flow (transaction.timeout.ms) waits for that timeout, not for the next sweep.
+TEST_CLUSTER_OVERRIDES = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the three-node cluster run one after the other (from where the first
+    of them is), so that ``cluster`` can stop it after the last: three idle JVMs would
+    otherwise slow every later test on two cores."""
+    on_cluster = [item for item in items if "cluster" in _fixtures(item)]
+    if not on_cluster:
+        return
+    first = items.index(on_cluster[0])
+    rest = [item for item in items if "cluster" not in _fixtures(item)]
+    items[:] = rest[:first] + on_cluster + rest[first:]
+
+
+def _fixtures(item: pytest.Item) -> list[str]:
+    return list(getattr(item, "fixturenames", ()))
+
+
+def _needs_cluster_later(item: pytest.Item) -> bool:
+    items = item.session.items
+    later = items[items.index(item) + 1 :] if item in items else []
+    return any("cluster" in _fixtures(other) for other in later)
 
 
 @pytest.fixture(autouse=True)
@@ -110,6 +147,7 @@ def cluster_session(kafka_dist: Path) -> Iterator[LocalCluster]:
     settings = load_settings(
         home=TEST_HOME / "cluster", kafka_port=CLUSTER_PORT, kafka_brokers=3, kafka_dist=kafka_dist
     )
+    write_overrides(settings, TEST_CLUSTER_OVERRIDES)
     with running(LocalCluster(settings)) as cluster:
         yield cluster
 
@@ -134,10 +172,22 @@ def secure_cluster(kafka_dist: Path) -> Iterator[LocalCluster]:
         yield cluster
 
 
+def write_overrides(settings: Settings, overrides: dict[str, str]) -> None:
+    """The cluster's server-overrides.properties (riverbed.broker), read at each start."""
+    path = overrides_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{key}={value}\n" for key, value in overrides.items()))
+
+
 @pytest.fixture
-def cluster(cluster_session: LocalCluster) -> LocalCluster:
+def cluster(
+    cluster_session: LocalCluster, request: pytest.FixtureRequest
+) -> Iterator[LocalCluster]:
     """The three-node cluster with every node up and every partition in sync: a test
-    that takes a node away leaves the next one nothing to clean up."""
+    that takes a node away leaves the next one nothing to clean up. Stopped after the
+    last test that takes it."""
     cluster_session.start()
     wait_in_sync(cluster_session.settings, timeout=120)
-    return cluster_session
+    yield cluster_session
+    if not _needs_cluster_later(request.node):
+        cluster_session.stop()

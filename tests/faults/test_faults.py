@@ -100,9 +100,10 @@ def test_a_flow_frozen_past_its_timeouts_duplicates_nothing(
         flow.run_until(lambda: bool(lake_offsets(settings)), 90, "a lake commit")
         # As `docker pause` or a suspended VM: the whole deployment freezes. Its open
         # transactions time out after 10 s (RIVERBED_FLOW_TRANSACTION_TIMEOUT_S here),
-        # and the broker aborts them on its next sweep (every 10 s), fencing them.
+        # and the broker aborts them on its next sweep (every second on the test
+        # cluster: TEST_CLUSTER_OVERRIDES in tests/conftest.py), fencing them.
         flow.signal(signal.SIGSTOP)
-        time.sleep(30)
+        time.sleep(16)
         flow.signal(signal.SIGCONT)
         time.sleep(5)
         producer.stop()
@@ -167,19 +168,19 @@ def test_losing_two_of_three_brokers_stops_writes_and_loses_nothing(
     cluster: LocalCluster, fault_settings: Settings, tmp_path: Path, record_property: object
 ) -> None:
     log = tmp_path / "flow.log"
-    producer = RecordingProducer(fault_settings, rate=200, delivery_timeout_s=20).start()
+    producer = RecordingProducer(fault_settings, rate=200, delivery_timeout_s=12).start()
     flow = Supervised(fault_settings, log).start()
     try:
         flow.run_until(lambda: bool(lake_offsets(fault_settings)), 90, "a lake commit")
         kill_nodes(cluster, 2, 3)
-        time.sleep(30)
+        time.sleep(18)  # past the producer's delivery timeout (12 s)
         # The one node left has lost its controller quorum: no leader moves, no ISR
         # shrinks, acks=all writes cannot complete, and status says why.
         health = cluster_health(cluster.settings, expected=cluster.nodes)
         assert "1 of 3 brokers running" in cluster.status().message
         assert not health.healthy and health.quorum_error is not None, health.report()
         cluster.start()
-        time.sleep(20)
+        time.sleep(10)
         producer.stop()
         flow.run_until(drained(fault_settings), 300, "the flow to catch up")
     finally:
@@ -217,7 +218,9 @@ def test_a_full_lake_disk_commits_nothing_and_resumes_by_itself(
             filler = fill_disk(settings.lake_dir)
             flow.run_until(lambda: said in log.read_text(), 60, "the flow to say why")
             group_full, lake_full = committed_offsets(settings), lake_offsets(settings)
-            time.sleep(20)  # past the transaction timeout, with the producer running
+            # Past the transaction timeout and the broker's next sweep for timed-out
+            # transactions (every second on the test cluster), with the producer running.
+            time.sleep(15)
             group_later, lake_later = committed_offsets(settings), lake_offsets(settings)
             backlog = sum(end_offsets(settings).values()) - sum(group_later.values())
             filler.unlink()  # space returns; nobody restarts anything

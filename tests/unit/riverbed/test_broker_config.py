@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from riverbed.broker import (
     cluster_nodes,
     initial_heap,
     jvm_options,
+    overrides_path,
+    random_cluster_id,
     render_server_properties,
 )
 from riverbed.kafka_jars import (
@@ -192,3 +196,26 @@ def test_metrics_ports_follow_the_controller_ports(tmp_path: Path) -> None:
     assert [n.metrics_port for n in nodes] == [9098, 9099, 9100]
     with pytest.raises(SettingsError, match="RIVERBED_KAFKA_METRICS_PORT=9093: metrics ports"):
         load_settings(home=tmp_path, kafka_port=9092, kafka_metrics_port=9093)
+
+
+def test_overrides_apply_over_every_nodes_own_properties(settings: Settings) -> None:
+    node = cluster_nodes(settings)[1]
+    path = overrides_path(settings)
+    path.parent.mkdir(parents=True)
+    path.write_text("# a test cluster\n\ngroup.initial.rebalance.delay.ms = 5\nnew.key=a=b\n")
+    props = parse_properties(render_server_properties(settings, node))
+    assert props["group.initial.rebalance.delay.ms"] == "5"
+    assert props["new.key"] == "a=b"
+    assert props["node.id"] == "2"  # the rest as before
+    path.write_text("no equals sign\n")
+    with pytest.raises(BrokerError, match=r"server-overrides\.properties: not a key=value line"):
+        render_server_properties(settings, node)
+
+
+def test_cluster_ids_are_what_kafka_accepts() -> None:
+    # Kafka's Uuid: 16 bytes as base64url without padding, never starting with "-".
+    ids = {random_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for cluster_id in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id) and cluster_id[0] != "-"
+        assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
