@@ -41,20 +41,7 @@ RATE = 200.0
 def measure(
     events: list[GeneratedEvent], start: float, rate: float
 ) -> tuple[dict[str, float], dict[str, float]]:
-    parts: dict[int, list] = defaultdict(list)
-    for i, e in enumerate(events):
-        p = zlib.crc32(e.key) % 6
-        # The Kafka timestamp a live producer gives it: the generator's clock when it is
-        # sent. (The wall clock of the test run would turn the generator's "too far in
-        # the future" events valid whenever the run is late enough after ``start``.)
-        sent_ms = int((start + i / rate) * 1000)
-        parts[p].append((len(parts[p]), e.key, e.value, sent_ms))
-    alerts: list[AlertRecord] = []
-    for p, recs in parts.items():
-        processor = PartitionProcessor(p, FlowConfig())
-        for i in range(0, len(recs), 5000):
-            chunk = recs[i : i + 5000]
-            alerts += processor.process(SourceBatch(p, chunk, chunk[-1][0] + 1), 0).batch.alerts
+    alerts = _judge(events, start, rate, table=[])
 
     kind_of = {e.transaction_id: e.fraud_kind for e in events}
     patterns: dict[tuple[int, str], set[str]] = defaultdict(set)
@@ -135,7 +122,7 @@ def test_profiles_catch_amount_fraud_that_a_fresh_stream_state_misses() -> None:
             spikes[e.pattern_id].add(e.transaction_id)
     found = {}
     for with_profiles in (False, True):
-        alerts = _judge(judged, start + history_n / RATE, table if with_profiles else [])
+        alerts = _judge(judged, start + history_n / RATE, RATE, table if with_profiles else [])
         amount = {a.transaction_id for a in alerts if a.rule in (AMOUNT_SPIKE, PROFILE_AMOUNT)}
         by_profile = [a for a in alerts if a.rule == PROFILE_AMOUNT]
         found[with_profiles] = (
@@ -158,12 +145,18 @@ _PUBLISHED = {
 }
 
 
-def _judge(events: list[GeneratedEvent], start: float, table: list) -> list[AlertRecord]:
-    """Fresh processors over ``events``, with the profile records ``table`` in force."""
+def _judge(
+    events: list[GeneratedEvent], start: float, rate: float, table: list
+) -> list[AlertRecord]:
+    """Fresh processors over ``events``, partitioned by key, with the profile records
+    ``table`` in force."""
     parts: dict[int, list] = defaultdict(list)
     for i, e in enumerate(events):
         p = zlib.crc32(e.key) % 6
-        parts[p].append((len(parts[p]), e.key, e.value, int((start + i / RATE) * 1000)))
+        # The Kafka timestamp a live producer gives it: the generator's clock when it is
+        # sent. (The wall clock of the test run would turn the generator's "too far in
+        # the future" events valid whenever the run is late enough after ``start``.)
+        parts[p].append((len(parts[p]), e.key, e.value, int((start + i / rate) * 1000)))
     tables: dict[int, list] = defaultdict(list)
     for record in table:
         tables[zlib.crc32(record[1]) % 6].append(record)
