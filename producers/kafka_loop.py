@@ -28,22 +28,11 @@ from typing import Any, Final, Protocol
 from confluent_kafka import KafkaError, Message, Producer
 
 from riverbed.settings import Settings
-from riverbed.topics import KEY_PARTITIONER
+from riverbed.topics import PRODUCER_DEFAULTS
 
 log = logging.getLogger("riverbed.producer")
 
 ProgressCallback = Callable[[str], None]
-
-# Durable (idempotent, acks from all in-sync replicas), batched and compressed, and
-# partitioned as every Riverbed producer partitions (riverbed.topics.KEY_PARTITIONER).
-PRODUCER_DEFAULTS: Final[Mapping[str, str]] = {
-    "enable.idempotence": "true",
-    "acks": "all",
-    "linger.ms": "10",
-    "batch.size": "262144",
-    "compression.type": "lz4",
-    "partitioner": KEY_PARTITIONER,
-}
 
 _UNPACED_CHUNK: Final = 2000  # messages between two checks of the clock when unthrottled
 _PACE_TICK_S: Final = 0.01  # a throttled loop sends a tick's worth of messages, then sleeps

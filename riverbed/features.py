@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, Producer
 from riverbed import lake
 from riverbed.contracts.payments import CardProfile, encode
 from riverbed.settings import Settings
-from riverbed.topics import KEY_PARTITIONER, PAYMENTS_CARD_PROFILES
+from riverbed.topics import PAYMENTS_CARD_PROFILES, PRODUCER_DEFAULTS
 
 log = logging.getLogger("riverbed.features")
 
@@ -131,17 +131,9 @@ def publish_card_profiles(
 ) -> Published:
     """Publish every profile, keyed by card_id; raises if any is not acknowledged."""
     now = _rfc3339(datetime.now(UTC))
-    producer = Producer(
-        {
-            **settings.kafka_client_config(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 20,
-            "compression.type": "lz4",
-            # The transactions' partitioner: a profile lands in its card's partition.
-            "partitioner": KEY_PARTITIONER,
-        }
-    )
+    # Riverbed's producer settings, its partitioner too: a profile lands in the
+    # partition number of its card's transactions.
+    producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
     failures: list[KafkaError] = []
 
     def delivered(err: KafkaError | None, _msg: object) -> None:

@@ -6,7 +6,9 @@ with these declarations (see :mod:`riverbed.kafka_admin`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -14,6 +16,17 @@ DAY_MS = 24 * 60 * 60 * 1000
 # client's partitioner, so a card lands in the same partition whichever client
 # produced it, and its profile in the same-numbered partition as its transactions.
 KEY_PARTITIONER = "murmur2_random"
+
+# Durable (idempotent, acks from all in-sync replicas), batched and compressed, and
+# partitioned by KEY_PARTITIONER: every Riverbed producer, of every topic, uses these.
+PRODUCER_DEFAULTS: Final[Mapping[str, str]] = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "linger.ms": "10",
+    "batch.size": "262144",
+    "compression.type": "lz4",
+    "partitioner": KEY_PARTITIONER,
+}
 
 PAYMENTS_TRANSACTIONS = "payments.transactions"
 PAYMENTS_ALERTS = "payments.alerts"
