@@ -33,6 +33,11 @@ PAYMENTS_ALERTS = "payments.alerts"
 PAYMENTS_DLQ = "payments.transactions.dlq"
 PAYMENTS_CARD_PROFILES = "payments.card_profiles"
 
+IOT_READINGS = "iot.readings"
+IOT_ANOMALIES = "iot.anomalies"
+IOT_DLQ = "iot.readings.dlq"
+IOT_DEVICE_BASELINES = "iot.device_baselines"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -88,6 +93,43 @@ CATALOG: tuple[TopicSpec, ...] = (
             # Roll segments daily, so superseded profiles become compactable.
             "segment.ms": str(DAY_MS),
         },
+    ),
+    TopicSpec(
+        name=IOT_READINGS,
+        domain="iot",
+        partitions=6,
+        description="Sensor readings as devices (or riverbed replay) publish them, keyed by "
+        "device_id.",
+        configs={
+            "cleanup.policy": "delete",
+            "retention.ms": str(7 * DAY_MS),
+            "compression.type": "producer",
+        },
+    ),
+    TopicSpec(
+        name=IOT_ANOMALIES,
+        domain="iot",
+        partitions=3,
+        description="Anomalies found by the IoT flow (range, baseline, flat line, dropout), "
+        "keyed by device_id.",
+        configs={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        name=IOT_DLQ,
+        domain="iot",
+        partitions=1,
+        description="Invalid readings, original bytes unchanged, with the reason in the "
+        "`error` header and their source in `source.topic/partition/offset`.",
+        configs={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        name=IOT_DEVICE_BASELINES,
+        domain="iot",
+        # Partitioned like iot.readings (same key, KEY_PARTITIONER), as the card profiles.
+        partitions=6,
+        description="Device baselines per hour of day computed by the batch layer "
+        "(features/device_baselines), keyed by device_id; compacted.",
+        configs={"cleanup.policy": "compact", "segment.ms": str(DAY_MS)},
     ),
 )
 

@@ -17,21 +17,30 @@ from typing import Literal
 import msgspec
 
 from riverbed.contracts.reference import COUNTRIES, CURRENCIES
+from riverbed.contracts.wire import (
+    InvalidEvent,
+    decode_error,
+    encode,
+    parse_event_time,
+)
+
+__all__ = [
+    "Alert",
+    "CardProfile",
+    "InvalidEvent",
+    "Transaction",
+    "check_rules",
+    "decode_profile",
+    "decode_transaction",
+    "encode",
+    "parse_event_time",
+]
 
 MAX_AMOUNT = 1_000_000
 MAX_FUTURE = timedelta(minutes=5)
 CHANNELS = ("pos", "online", "atm")
 
-# RFC 3339 with a mandatory offset (Z or ±HH:MM); msgspec's datetime would
-# accept a naive time, which the contract forbids.
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
 _MCC = re.compile(r"^\d{4}$")
-
-
-class InvalidEvent(ValueError):
-    """An event that breaks the contract; ``str()`` says which field and why."""
 
 
 class Transaction(msgspec.Struct, frozen=True):
@@ -95,29 +104,6 @@ def decode_profile(raw: bytes) -> CardProfile:
     return _profile_decoder.decode(raw)
 
 
-_encoder = msgspec.json.Encoder()
-
-
-def encode(obj: msgspec.Struct) -> bytes:
-    return _encoder.encode(obj)
-
-
-def parse_event_time(value: str) -> datetime:
-    """An RFC 3339 time with an offset, as an aware UTC datetime."""
-    if not _RFC3339.match(value):
-        raise InvalidEvent(
-            f"event_time: {value!r} is not RFC 3339 with an offset (e.g. 2026-01-31T12:00:00Z)"
-        )
-    try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
-        return parsed.astimezone(UTC)
-    except ValueError as exc:
-        raise InvalidEvent(f"event_time: {value!r} is not a valid time ({exc})") from None
-    except OverflowError:
-        # e.g. 0001-01-01T00:00:00+01:00, which is before year 1 in UTC
-        raise InvalidEvent(f"event_time: {value!r} is out of range in UTC") from None
-
-
 def decode_transaction(
     raw: bytes | None, now: datetime | None = None
 ) -> tuple[Transaction, datetime]:
@@ -129,13 +115,8 @@ def decode_transaction(
         raise InvalidEvent("value: message has no value (tombstone)")
     try:
         txn = _decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidEvent(_field_error(str(exc))) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"value: not valid JSON ({exc})") from None
-    except UnicodeDecodeError as exc:
-        # msgspec raises this, not a DecodeError, for a string that is not UTF-8.
-        raise InvalidEvent(f"value: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise decode_error(exc) from None
     event_time = check_rules(txn, now)
     return txn, event_time
 
@@ -165,15 +146,3 @@ def check_rules(txn: Transaction, now: datetime | None = None) -> datetime:
     if event_time > limit:
         raise InvalidEvent(f"event_time: {txn.event_time!r} is more than 5 minutes in the future")
     return event_time
-
-
-def _field_error(msgspec_message: str) -> str:
-    """Turn msgspec's "Expected `str`, got `int` - at `$.card_id`" into "card_id: ..."."""
-    message, sep, where = msgspec_message.rpartition(" - at `$.")
-    if sep:
-        field = where.rstrip("`").split(".")[0].split("[")[0]
-        return f"{field}: {message[0].lower()}{message[1:]}"
-    if msgspec_message.startswith("Object missing required field"):
-        field = msgspec_message.split("`")[1]
-        return f"{field}: missing required field"
-    return f"value: {msgspec_message}"

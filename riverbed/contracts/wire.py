@@ -1,0 +1,67 @@
+"""What every domain's contract shares: the rejection type, RFC 3339 times, JSON encoding.
+
+A rejection is an :class:`InvalidEvent` whose message names the field and the rule
+(``"amount: must be > 0"``), because that message goes to the dead-letter topic as
+the ``error`` header and a person reads it there.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import msgspec
+
+# RFC 3339 with a mandatory offset (Z or ±HH:MM); msgspec's datetime would
+# accept a naive time, which the contracts forbid.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+_encoder = msgspec.json.Encoder()
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; ``str()`` says which field and why."""
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    return _encoder.encode(obj)
+
+
+def parse_event_time(value: str, field: str = "event_time") -> datetime:
+    """An RFC 3339 time with an offset, as an aware UTC datetime."""
+    if not _RFC3339.match(value):
+        raise InvalidEvent(
+            f"{field}: {value!r} is not RFC 3339 with an offset (e.g. 2026-01-31T12:00:00Z)"
+        )
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+        return parsed.astimezone(UTC)
+    except ValueError as exc:
+        raise InvalidEvent(f"{field}: {value!r} is not a valid time ({exc})") from None
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+01:00, which is before year 1 in UTC
+        raise InvalidEvent(f"{field}: {value!r} is out of range in UTC") from None
+
+
+def decode_error(exc: msgspec.DecodeError | UnicodeDecodeError) -> InvalidEvent:
+    """The InvalidEvent for what msgspec raised decoding a message value."""
+    if isinstance(exc, msgspec.ValidationError):
+        return InvalidEvent(_field_error(str(exc)))
+    if isinstance(exc, UnicodeDecodeError):
+        # msgspec raises this, not a DecodeError, for a string that is not UTF-8.
+        return InvalidEvent(f"value: not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    return InvalidEvent(f"value: not valid JSON ({exc})")
+
+
+def _field_error(msgspec_message: str) -> str:
+    """Turn msgspec's "Expected `str`, got `int` - at `$.card_id`" into "card_id: ..."."""
+    message, sep, where = msgspec_message.rpartition(" - at `$.")
+    if sep:
+        field = where.rstrip("`").split(".")[0].split("[")[0]
+        return f"{field}: {message[0].lower()}{message[1:]}"
+    if msgspec_message.startswith("Object missing required field"):
+        field = msgspec_message.split("`")[1]
+        return f"{field}: missing required field"
+    return f"value: {msgspec_message}"
