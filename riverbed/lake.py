@@ -105,10 +105,84 @@ MERCHANT_MINUTE_SCHEMA = pa.schema(
     ]
 )
 
+# IoT: lake/iot/<dataset>. A reading's measurements are null where the device
+# does not measure them.
+READINGS_SCHEMA = pa.schema(
+    [
+        pa.field("reading_id", pa.string()),
+        pa.field("device_id", pa.string()),
+        pa.field("room_id", pa.string()),
+        pa.field("event_time", TS),
+        pa.field("temperature_c", pa.float64()),
+        pa.field("humidity_pct", pa.float64()),
+        pa.field("light_lux", pa.float64()),
+        pa.field("co2_ppm", pa.float64()),
+        pa.field("late", pa.bool_()),
+        *_OFFSET_FIELDS,
+    ]
+)
+
+ANOMALIES_SCHEMA = pa.schema(
+    [
+        pa.field("anomaly_id", pa.string()),
+        pa.field("rule", pa.string()),
+        pa.field("device_id", pa.string()),
+        pa.field("room_id", pa.string()),
+        pa.field("reading_id", pa.string()),
+        pa.field("metric", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("event_time", TS),
+        pa.field("detected_at", TS),
+        pa.field("score", pa.float64()),
+        pa.field("details", pa.string()),
+        *_OFFSET_FIELDS,
+    ]
+)
+
+# Hopping windows per device, one row per (device_id, window_start); upserted.
+# Per measurement: its readings' count, mean, min and max in the window (null: none).
+DEVICE_WINDOW_SCHEMA = pa.schema(
+    [
+        pa.field("device_id", pa.string()),
+        pa.field("room_id", pa.string()),
+        pa.field("window_start", TS),
+        pa.field("window_end", TS),
+        pa.field("reading_count", pa.int64()),
+        *(
+            pa.field(f"{metric}_{stat}", pa.int64() if stat == "count" else pa.float64())
+            for metric in ("temperature_c", "humidity_pct", "light_lux", "co2_ppm")
+            for stat in ("count", "mean", "min", "max")
+        ),
+    ]
+)
+
+# The interval join of a room's sensors: one row per reading that carries CO2 (the
+# anchor), with the room's nearest light and humidity readings within the join's
+# interval of it (null: none matched), and the occupancy derived from them.
+ROOM_STATE_SCHEMA = pa.schema(
+    [
+        pa.field("room_id", pa.string()),
+        pa.field("reading_id", pa.string()),
+        pa.field("device_id", pa.string()),
+        pa.field("event_time", TS),
+        pa.field("co2_ppm", pa.float64()),
+        pa.field("light_lux", pa.float64()),
+        pa.field("humidity_pct", pa.float64()),
+        pa.field("light_lag_s", pa.float64()),
+        pa.field("humidity_lag_s", pa.float64()),
+        pa.field("occupied", pa.bool_()),
+        *_OFFSET_FIELDS,
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "transactions": TRANSACTIONS_SCHEMA,
     "alerts": ALERTS_SCHEMA,
     "merchant_minute": MERCHANT_MINUTE_SCHEMA,
+    "readings": READINGS_SCHEMA,
+    "anomalies": ANOMALIES_SCHEMA,
+    "device_window": DEVICE_WINDOW_SCHEMA,
+    "room_state": ROOM_STATE_SCHEMA,
 }
 
 # The column whose UTC date is a row's event_date partition.
@@ -116,11 +190,16 @@ PARTITION_TIME_COLUMN: dict[str, str] = {
     "transactions": "event_time",
     "alerts": "event_time",
     "merchant_minute": "window_start",
+    "readings": "event_time",
+    "anomalies": "event_time",
+    "device_window": "window_start",
+    "room_state": "event_time",
 }
 
 # The columns that identify a row of an upserted dataset.
 MERGE_KEYS: dict[str, tuple[str, ...]] = {
     "merchant_minute": (PARTITION_COLUMN, "merchant_id", "window_start"),
+    "device_window": (PARTITION_COLUMN, "device_id", "window_start"),
 }
 
 # Table properties every Riverbed table is created with. Commit latency must not grow
