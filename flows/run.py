@@ -1,7 +1,7 @@
 """``python -m flows.run ARGS``: ``python -m bytewax.run ARGS``, stoppable from its first instant.
 
 The flow handles Ctrl-C and SIGTERM by ending its input and committing what is in
-flight (:mod:`flows.shutdown`), but only once its handlers are installed; a signal
+flight (:mod:`flows.kit.shutdown`), but only once its handlers are installed; a signal
 that arrives while Python and Bytewax are still importing would otherwise raise
 KeyboardInterrupt in the middle of an import. This launcher installs them before
 anything else, then runs Bytewax's own entry point unchanged. ``riverbed flow run``
@@ -13,7 +13,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-from flows import shutdown
+from flows.kit import shutdown
 
 if __name__ == "__main__":
     shutdown.install()

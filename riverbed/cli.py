@@ -3,7 +3,7 @@
     riverbed kafka start|stop|status|restart [--brokers N] [--secure] [--rolling]
     riverbed topics apply|describe
     riverbed produce payments [--rate N] [--count N | --duration S] [--seed S]
-    riverbed flow run payments [--processes N] [--no-recovery]
+    riverbed flow run payments|iot [--processes N] [--no-recovery]
     riverbed metrics [--port N]
 
 Settings come from ``RIVERBED_*`` environment variables (see README).
@@ -24,7 +24,7 @@ from riverbed.settings import Settings, load_settings
 # Domains a producer or flow exists for; the modules are imported on demand
 # because riverbed/ must not depend on producers/ or flows/ at import time.
 PRODUCERS = {"payments": "producers.payments:produce_payments"}
-FLOWS = {"payments": "flows.payments:run_flow"}
+FLOWS = {"payments": "flows.payments:run_flow", "iot": "flows.iot:run_flow"}
 
 
 def _load(target: str) -> Callable[..., object]:

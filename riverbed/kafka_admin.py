@@ -569,7 +569,7 @@ _PASSING_GROUP_ERRORS = {
 # with a Kafka transaction open leaves offsets pending in it; a read_committed reader
 # gets UNSTABLE_OFFSET_COMMIT (librdkafka retries it inside committed() until its
 # timeout) until the broker aborts that transaction: after the producers'
-# transaction.timeout.ms (60 s, flows/kafka_outputs.py) and the broker's sweep for
+# transaction.timeout.ms (60 s, flows/kit/kafka_outputs.py) and the broker's sweep for
 # timed-out transactions (every 10 s), or sooner when a new producer with the same
 # transactional.id fences it.
 STABLE_OFFSETS_WAIT_S = 90.0

@@ -225,7 +225,7 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
         *allow("flows", topic, PAYMENTS_ALERTS, write, describe),
         *allow("flows", topic, PAYMENTS_DLQ, write, describe),
         *allow("flows", group, settings.consumer_group, read, describe),
-        # flows.kafka_outputs.transactional_id: "<group>/<topic>/<partition>"
+        # flows.kit.kafka_outputs.transactional_id: "<group>/<topic>/<partition>"
         *allow(
             "flows",
             ResourceType.TRANSACTIONAL_ID,

@@ -200,6 +200,7 @@ PARTITION_TIME_COLUMN: dict[str, str] = {
 MERGE_KEYS: dict[str, tuple[str, ...]] = {
     "merchant_minute": (PARTITION_COLUMN, "merchant_id", "window_start"),
     "device_window": (PARTITION_COLUMN, "device_id", "window_start"),
+    "room_state": (PARTITION_COLUMN, "room_id", "reading_id"),
 }
 
 # Table properties every Riverbed table is created with. Commit latency must not grow

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         "waits for a stalled flow's open transaction before it aborts it and fences it.",
     )
     flow_metrics: bool = Field(
-        True, description="Serve the flow's metrics to Prometheus (flows.metrics)."
+        True, description="Serve the flow's metrics to Prometheus (flows.kit.metrics)."
     )
     flush_rows: int = Field(50_000, ge=1)
     window_s: int = Field(60, ge=1)
@@ -154,6 +154,34 @@ class Settings(BaseSettings):
     fraud_profile_min_factor: float = Field(
         3.0, ge=1, description="... and at least this many times that mean."
     )
+
+    # --- the IoT flow ----------------------------------------------------------------
+    iot_window_s: int = Field(300, ge=1, description="Device windows are this long ...")
+    iot_hop_s: int = Field(
+        60, ge=1, description="... and one starts every this many seconds (hopping windows)."
+    )
+    iot_baseline_sigmas: float = Field(
+        4.0,
+        gt=0,
+        description="baseline: a reading more than this many standard deviations from its "
+        "device's baseline for the hour of day (iot.device_baselines).",
+    )
+    iot_baseline_min_readings: int = Field(
+        10, ge=2, description="A baseline hour judges readings once it holds this many."
+    )
+    iot_flatline_readings: int = Field(
+        30, ge=3, description="flatline: this many identical readings in a row of a measurement."
+    )
+    iot_dropout_s: float = Field(
+        120.0, gt=0, description="dropout: a device's event times further apart than this."
+    )
+    iot_join_interval_s: float = Field(
+        30.0, gt=0, description="Room join: readings of one room this close in event time."
+    )
+    iot_occupied_lux: float = Field(
+        250.0, ge=0, description="Room occupied: light at least this ... (lux)"
+    )
+    iot_occupied_co2_ppm: float = Field(600.0, ge=0, description="... and CO2 at least this (ppm).")
 
     # --- control plane -------------------------------------------------------------
     dagster_port: int = Field(3000, ge=1024, le=65535)
@@ -206,6 +234,15 @@ class Settings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
         return v.strip()
+
+    @model_validator(mode="after")
+    def _hops_tile_windows(self) -> Settings:
+        if self.iot_window_s % self.iot_hop_s:
+            raise ValueError(
+                f"RIVERBED_IOT_WINDOW_S ({self.iot_window_s}) must be a whole number of "
+                f"RIVERBED_IOT_HOP_S ({self.iot_hop_s}): every window starts on a hop"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> Settings:

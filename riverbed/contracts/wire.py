@@ -8,7 +8,7 @@ the ``error`` header and a person reads it there.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -27,6 +27,15 @@ class InvalidEvent(ValueError):
 
 def encode(obj: msgspec.Struct) -> bytes:
     return _encoder.encode(obj)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def rfc3339(us: int) -> str:
+    """Microseconds since the epoch as RFC 3339 UTC (isoformat pads the year to 4 digits)."""
+    moment = _EPOCH + timedelta(microseconds=us)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_event_time(value: str, field: str = "event_time") -> datetime:

@@ -40,10 +40,10 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from flows.config import FlowConfig
+from flows.kit.status import read_status
 from flows.payments import ensure_recovery_store, flow_dir
-from flows.records import AlertRecord
-from flows.status import read_status
+from flows.payments.config import FlowConfig
+from flows.payments.records import AlertRecord
 from producers.payments import GeneratedEvent
 from riverbed import lake
 from riverbed.settings import Settings, load_settings

@@ -17,12 +17,13 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from flows.config import FlowConfig
-from flows.kafka_outputs import KafkaOutputs, ProducerFenced
-from flows.kafka_source import KafkaPartitionedSource
+from flows.kit.kafka_outputs import KafkaOutputs, ProducerFenced
+from flows.kit.kafka_source import KafkaPartitionedSource
+from flows.kit.records import DlqRecord, SourceBatch
+from flows.kit.status import read_status
 from flows.payments import flow_dir, settings_env
-from flows.records import AlertRecord, DlqRecord, SourceBatch
-from flows.status import read_status
+from flows.payments.config import FlowConfig
+from flows.payments.records import AlertRecord
 from riverbed import lake
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS
@@ -181,7 +182,7 @@ def test_the_source_batches_ticks_and_resumes(kafka_settings: Settings) -> None:
     finally:
         resumed.close()
 
-    # No resume state: start where it is told to (flows.start_offsets).
+    # No resume state: start where it is told to (flows.kit.start_offsets).
     told = KafkaPartitionedSource(settings, PAYMENTS_TRANSACTIONS, [0, 1], start_offsets={0: 4})
     fresh = told.build_part("read", f"{PAYMENTS_TRANSACTIONS}/0", None)
     try:

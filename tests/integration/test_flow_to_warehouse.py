@@ -10,7 +10,7 @@ input alone, as the broker stored it:
   Kafka timestamp as "now", as the flow judges it;
 * a transaction counts once, at its first valid copy (a resend repeats it later);
 * a transaction is late if its event time is older than its partition's latest
-  event time so far minus the allowed lateness (``flows/windows.py``): late ones
+  event time so far minus the allowed lateness (``flows/payments/windows.py``): late ones
   stay in the transactions, marked, and join no window.
 
 Then the same generator goes on for 5,000 more events (new transactions, resends
@@ -43,8 +43,8 @@ import duckdb
 import pyarrow.compute as pc
 import pytest
 
-from flows.config import FlowConfig
-from flows.records import AlertRecord
+from flows.payments.config import FlowConfig
+from flows.payments.records import AlertRecord
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed import lake
 from riverbed.contracts.payments import InvalidEvent, decode_transaction

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from flows.fraud import PROFILE_AMOUNT
+from flows.payments.fraud import PROFILE_AMOUNT
 from producers.payments import GeneratedEvent
 from riverbed import features
 from riverbed.settings import Settings

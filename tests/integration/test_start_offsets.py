@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from flows.kafka_source import consumer_config
-from flows.start_offsets import resume_offsets
+from flows.kit.kafka_source import consumer_config
+from flows.kit.start_offsets import resume_offsets
 from riverbed import lake
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
@@ -46,7 +46,9 @@ def test_a_group_ahead_of_the_lake_is_named_and_the_lake_side_wins(
     writer.append(txns(range(30), partition=1), {app: 30})  # partition 1: level with the group
 
     with caplog.at_level(logging.WARNING, logger="riverbed.flow.source"):
-        starts = resume_offsets(settings, PAYMENTS_TRANSACTIONS, [0, 1, 2])
+        starts = resume_offsets(
+            settings, PAYMENTS_TRANSACTIONS, [0, 1, 2], ("payments", "transactions")
+        )
     assert starts == {0: 0, 1: 30, 2: 0}
     (warning,) = [r for r in caplog.records if "ahead of the lake" in r.getMessage()]
     assert warning.partitions == {0: {"lake": 0, "group": 40}}
@@ -57,5 +59,7 @@ def test_a_group_ahead_of_the_lake_is_named_and_the_lake_side_wins(
     writer.claim([app])
     writer.append(txns(range(40), partition=0), {app: 40})  # the lake filled again
     with caplog.at_level(logging.WARNING, logger="riverbed.flow.source"):
-        assert resume_offsets(settings, PAYMENTS_TRANSACTIONS, [0, 1, 2]) == {0: 40, 1: 30, 2: 0}
+        assert resume_offsets(
+            settings, PAYMENTS_TRANSACTIONS, [0, 1, 2], ("payments", "transactions")
+        ) == {0: 40, 1: 30, 2: 0}
     assert not [r for r in caplog.records if "ahead of the lake" in r.getMessage()]

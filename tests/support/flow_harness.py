@@ -20,11 +20,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from flows.config import FlowConfig
-from flows.kafka_outputs import READ_COMMITTED
-from flows.payments import ensure_recovery_store, flow_commands, settings_env
-from flows.processor import PartitionProcessor
-from flows.records import AlertRecord, SourceBatch
+from flows.kit import runner
+from flows.kit.kafka_outputs import READ_COMMITTED
+from flows.kit.records import SourceBatch
+from flows.payments import settings_env
+from flows.payments.config import FlowConfig
+from flows.payments.processor import PartitionProcessor
+from flows.payments.records import AlertRecord
 from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed import lake
@@ -165,19 +167,30 @@ def committed_offsets(
         consumer.close()
 
 
-def lake_offsets(settings: Settings, topic: str = PAYMENTS_TRANSACTIONS) -> dict[int, int]:
-    """Per partition: the next offset the lake's transactions table says it holds."""
-    if not lake.table_exists(settings.lake_dir, "transactions"):
+def lake_offsets(
+    settings: Settings,
+    topic: str = PAYMENTS_TRANSACTIONS,
+    events: tuple[str, str] = ("payments", "transactions"),
+) -> dict[int, int]:
+    """Per partition: the next offset the flow's events table (domain, dataset) holds."""
+    domain, dataset = events
+    if not lake.table_exists(settings.lake_dir, dataset, domain):
         return {}
-    table = lake.open_table(settings.lake_dir, "transactions")
+    table = lake.open_table(settings.lake_dir, dataset, domain)
     return lake.stored_offsets(table, topic, range(64))
 
 
-def drained(settings: Settings) -> Callable[[], bool]:
+def drained(
+    settings: Settings,
+    topic: str = PAYMENTS_TRANSACTIONS,
+    events: tuple[str, str] = ("payments", "transactions"),
+) -> Callable[[], bool]:
     """A check that the flow has reached the topic's end as it is now, on both sides:
     the consumer group's offsets (the Kafka outputs) and the lake's recorded offsets."""
-    ends = end_offsets(settings)
-    return lambda: committed_offsets(settings) == ends and lake_offsets(settings) == ends
+    ends = end_offsets(settings, topic)
+    return lambda: (
+        committed_offsets(settings, topic) == ends and lake_offsets(settings, topic, events) == ends
+    )
 
 
 def scan(settings: Settings, dataset: str) -> str:
@@ -204,22 +217,23 @@ def start_flow(
     processes: int = 1,
     recovery: bool = True,
     new_session: bool = False,
+    flow: str = "payments",
 ) -> list[subprocess.Popen]:
     """Start the flow's processes as a deployment does, their output appended to ``log``.
 
-    ``new_session``: run ``riverbed flow run payments`` instead, as a process group of
+    ``new_session``: run ``riverbed flow run <flow>`` instead, as a process group of
     its own (the CLI and its Bytewax processes), as a terminal or a container runs it.
     """
     if recovery:
-        ensure_recovery_store(settings)
+        runner.ensure_recovery_store(settings, flow)
     env = {**os.environ, **settings_env(settings)}
     log.parent.mkdir(parents=True, exist_ok=True)
     if new_session:
-        argv = [sys.executable, "-m", "riverbed.cli", "flow", "run", "payments"]
+        argv = [sys.executable, "-m", "riverbed.cli", "flow", "run", flow]
         argv += ["--processes", str(processes)] + ([] if recovery else ["--no-recovery"])
         commands = [argv]
     else:
-        commands = flow_commands(settings, processes=processes, recovery=recovery)
+        commands = runner.flow_commands(settings, flow, processes=processes, recovery=recovery)
     with open(log, "ab") as out:
         return [
             subprocess.Popen(

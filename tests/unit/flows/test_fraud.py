@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from flows.config import FlowConfig
-from flows.fraud import (
+from flows.payments.config import FlowConfig
+from flows.payments.fraud import (
     AMOUNT_SPIKE,
     CARD_TESTING,
     IMPOSSIBLE_TRAVEL,

@@ -25,11 +25,18 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from flows.config import FlowConfig
-from flows.fraud import AMOUNT_SPIKE, CARD_TESTING, IMPOSSIBLE_TRAVEL, PROFILE_AMOUNT, VELOCITY
-from flows.fraud import STREAM_RULES as RULES  # no profiles here: the stream's own rules
-from flows.processor import PartitionProcessor
-from flows.records import AlertRecord, SourceBatch
+from flows.kit.records import SourceBatch
+from flows.payments.config import FlowConfig
+from flows.payments.fraud import (
+    AMOUNT_SPIKE,
+    CARD_TESTING,
+    IMPOSSIBLE_TRAVEL,
+    PROFILE_AMOUNT,
+    VELOCITY,
+)
+from flows.payments.fraud import STREAM_RULES as RULES  # no profiles here: the stream's own rules
+from flows.payments.processor import PartitionProcessor
+from flows.payments.records import AlertRecord
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed.contracts.payments import CardProfile, encode
 from riverbed.features import profiles_from

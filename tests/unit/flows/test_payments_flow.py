@@ -18,47 +18,20 @@ import duckdb
 import pytest
 from bytewax.testing import TestingSource, cluster_main, run_main
 
-from flows.config import FlowConfig
-from flows.lake_commits import LakeCommitter
-from flows.lake_sink import LakePartitionedSink, LakePartitionSink
-from flows.payments import build_flow
-from flows.records import AlertRecord, DlqRecord, SourceBatch
-from flows.window_sink import WindowSink, WindowSinkPartition
+from flows.kit.lake_commits import LakeCommitter
+from flows.kit.lake_sink import LakePartitionedSink, LakePartitionSink
+from flows.kit.records import SourceBatch
+from flows.kit.upsert_sink import UpsertSink, UpsertSinkPartition
+from flows.payments import SPEC, build_flow
+from flows.payments.config import FlowConfig
+from flows.payments.flow import merchant_minute
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed import lake
+from tests.support.recording_outputs import RecordingOutputs
 
 TOPIC = "payments.transactions"
 PARTITIONS = 4
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class RecordingOutputs:
-    """The Kafka side of a partition sink, recorded (the real one: tests/integration)."""
-
-    def __init__(self) -> None:
-        self.dlq: list[DlqRecord] = []
-        self.alerts: list[AlertRecord] = []
-        self.commits: list[int] = []
-        self.committed = 0
-
-    def publish(self, dlq: list[DlqRecord], alerts: list[AlertRecord]) -> int:
-        self.dlq.extend(dlq)
-        self.alerts.extend(alerts)
-        return len(dlq) + len(alerts)
-
-    def due(self) -> bool:
-        return False
-
-    def commit(self, next_offset: int) -> bool:
-        self.commits.append(next_offset)
-        self.committed = next_offset
-        return True
-
-    def hold(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def generated(n: int, seed: int = 3) -> list[GeneratedEvent]:
@@ -90,7 +63,7 @@ def as_batches(events: list[GeneratedEvent], size: int) -> tuple[list[SourceBatc
 
 
 def flow_for(batches: list[SourceBatch], lake_dir: Path, outputs: dict[int, RecordingOutputs]):
-    committer = LakeCommitter(lake_dir, TOPIC)
+    committer = LakeCommitter(lake_dir, TOPIC, SPEC.datasets)
 
     def make(p: int) -> LakePartitionSink:
         outputs[p] = RecordingOutputs()
@@ -112,10 +85,11 @@ def flow_for(batches: list[SourceBatch], lake_dir: Path, outputs: dict[int, Reco
         partition_sink=LakePartitionedSink(
             topic=TOPIC, partitions=list(range(PARTITIONS)), make_partition=make
         ),
-        window_sink=WindowSink(
-            lambda: WindowSinkPartition(
-                lake_dir=lake_dir, topic=TOPIC, flush_interval_s=60, status=None
-            )
+        window_sink=UpsertSink(
+            "merchant_minute",
+            lambda: UpsertSinkPartition(
+                merchant_minute(TOPIC), lake_dir=lake_dir, flush_interval_s=60, status=None
+            ),
         ),
     )
 

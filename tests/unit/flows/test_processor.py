@@ -6,9 +6,10 @@ import json
 import pickle
 from datetime import UTC, datetime
 
-from flows.config import FlowConfig
-from flows.processor import PartitionProcessor
-from flows.records import ProcessorOutput, RawRecord, SourceBatch
+from flows.kit.records import RawRecord, SourceBatch
+from flows.payments.config import FlowConfig
+from flows.payments.processor import PartitionProcessor
+from flows.payments.records import ProcessorOutput
 from tests.support.transactions import VALID_TRANSACTION
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -48,7 +49,7 @@ def test_invalid_messages_become_dlq_records_with_the_reason() -> None:
         (3, b"card-1", "value"),
     ]
     assert out.dlq[0].value == b"{not json", "original bytes, unchanged"
-    assert out.txns.offset == [4]
+    assert out.rows.offset == [4]
     assert (out.counts.processed, out.counts.invalid, out.counts.valid) == (5, 4, 1)
 
 
@@ -59,7 +60,7 @@ def test_times_that_cannot_be_converted_to_utc_go_to_the_dlq_named() -> None:
     assert [r.offset for r in out.dlq] == [0, 2]
     assert all(r.error.endswith("is out of range in UTC") for r in out.dlq)
     assert out.dlq[0].error.startswith("event_time: ")
-    assert out.txns.offset == [1]
+    assert out.rows.offset == [1]
 
 
 def test_the_future_is_judged_by_the_message_timestamp_not_the_wall_clock() -> None:
@@ -75,16 +76,16 @@ def test_the_future_is_judged_by_the_message_timestamp_not_the_wall_clock() -> N
 def test_a_resent_transaction_counts_once() -> None:
     p = PartitionProcessor(2, FlowConfig())
     out = p.process(batch([txn(1), txn(2), txn(1), txn(1)]), 0).batch
-    assert out.txns.transaction_id == ["tx-1", "tx-2"]
+    assert out.rows.transaction_id == ["tx-1", "tx-2"]
     assert out.counts.resent == 2
     again = p.process(batch([txn(2)], first_offset=10), 0).batch
-    assert len(again.txns) == 0 and again.counts.resent == 1
+    assert len(again.rows) == 0 and again.counts.resent == 1
 
 
 def test_late_events_are_kept_flagged_and_left_out_of_windows() -> None:
     p = PartitionProcessor(2, FlowConfig(allowed_lateness_us=30_000_000))
     out = p.process(batch([txn(1, seconds=0), txn(2, seconds=120), txn(3, seconds=60)]), 0)
-    assert out.batch.txns.late == [False, False, True]
+    assert out.batch.rows.late == [False, False, True]
     assert out.batch.counts.late == 1
     assert out.merger is not None
     ((delta),) = out.merger.deltas
@@ -104,7 +105,7 @@ def facts(outs: list[ProcessorOutput]) -> tuple:
     txns = [
         (t, late)
         for o in outs
-        for t, late in zip(o.batch.txns.offset, o.batch.txns.late, strict=True)
+        for t, late in zip(o.batch.rows.offset, o.batch.rows.late, strict=True)
     ]
     alerts = [(a.alert_id, a.offset) for o in outs for a in o.batch.alerts]
     deltas: dict[tuple, list] = {}

@@ -7,10 +7,10 @@ import json
 import pickle
 from datetime import UTC, datetime
 
-from flows.config import FlowConfig
-from flows.fraud import PROFILE_AMOUNT
-from flows.processor import PartitionProcessor
-from flows.records import RawRecord, SourceBatch
+from flows.kit.records import RawRecord, SourceBatch
+from flows.payments.config import FlowConfig
+from flows.payments.fraud import PROFILE_AMOUNT
+from flows.payments.processor import PartitionProcessor
 from riverbed.contracts.payments import CardProfile, encode
 from tests.support.transactions import VALID_TRANSACTION
 

@@ -14,19 +14,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows import lake_outage
-from flows.lake_commits import LakeCommitter
-from flows.lake_sink import LakePartitionSink
-from flows.records import (
-    AlertRecord,
-    Counts,
-    DlqRecord,
-    MerchantMinuteRow,
-    ProcessedBatch,
-    TxnColumns,
-)
-from flows.status import StatusBoard, read_status
-from flows.window_sink import WindowSinkPartition
+from flows.kit import lake_outage
+from flows.kit.lake_commits import LakeCommitter
+from flows.kit.lake_sink import LakePartitionSink
+from flows.kit.records import Counts, DlqRecord, ProcessedBatch
+from flows.kit.status import StatusBoard, read_status
+from flows.kit.upsert_sink import UpsertSinkPartition
+from flows.payments import SPEC
+from flows.payments.flow import merchant_minute
+from flows.payments.records import AlertRecord, MerchantMinuteRow, TxnColumns
 from riverbed import lake
 
 TOPIC = "payments.transactions"
@@ -105,7 +101,7 @@ def sink(
     outputs = Outputs(log, committed, lake_dir)
     return (
         LakePartitionSink(
-            committer=committer or LakeCommitter(lake_dir, TOPIC),
+            committer=committer or LakeCommitter(lake_dir, TOPIC, SPEC.datasets),
             topic=TOPIC,
             partition=partition,
             outputs=outputs,
@@ -219,7 +215,7 @@ def test_a_commit_that_landed_before_a_later_step_failed_is_not_made_again(
 
 
 def test_one_commit_per_dataset_for_every_partition_of_a_process(tmp_path: Path) -> None:
-    committer = LakeCommitter(tmp_path, TOPIC)
+    committer = LakeCommitter(tmp_path, TOPIC, SPEC.datasets)
     sinks = [sink(tmp_path, [], partition=p, committer=committer)[0] for p in (0, 1, 2)]
     started = lake.summary(tmp_path, "transactions").version  # created, taken over
     for i, s in enumerate(sinks):
@@ -265,8 +261,10 @@ def window(merchant: str, minute: int, count: int) -> MerchantMinuteRow:
     )
 
 
-def window_sink(lake_dir: Path) -> WindowSinkPartition:
-    return WindowSinkPartition(lake_dir=lake_dir, topic=TOPIC, flush_interval_s=3600, status=None)
+def window_sink(lake_dir: Path) -> UpsertSinkPartition:
+    return UpsertSinkPartition(
+        merchant_minute(TOPIC), lake_dir=lake_dir, flush_interval_s=3600, status=None
+    )
 
 
 def stored_windows(lake_dir: Path) -> list[tuple]:

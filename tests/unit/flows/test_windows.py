@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pickle
 
-from flows.config import FlowConfig
-from flows.records import MergerInput, WindowDelta
-from flows.windows import PartitionWindows, WindowMerger
+from flows.payments.config import FlowConfig
+from flows.payments.records import MergerInput, WindowDelta
+from flows.payments.windows import PartitionWindows, WindowMerger
 
 S = 1_000_000
 M = 60 * S

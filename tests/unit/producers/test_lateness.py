@@ -6,7 +6,7 @@ recomputed in plain Python over a large seeded sample, independently of the
 generator's ``late`` labels: events are put on the partitions the producer's
 partitioner (murmur2, as the Java client) picks for their key, and an event is late
 when its event time is older than the newest event time seen so far in its
-partition minus the allowed lateness (``flows/windows.py``).
+partition minus the allowed lateness (``flows/payments/windows.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from flows.config import FlowConfig
+from flows.payments.config import FlowConfig
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed.settings import load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS, topic

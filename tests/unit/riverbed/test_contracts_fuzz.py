@@ -8,9 +8,9 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.config import FlowConfig
-from flows.processor import PartitionProcessor
-from flows.records import SourceBatch
+from flows.kit.records import SourceBatch
+from flows.payments.config import FlowConfig
+from flows.payments.processor import PartitionProcessor
 from riverbed.contracts.payments import InvalidEvent, decode_transaction
 from tests.support.transactions import NOW, VALID_TRANSACTION
 

@@ -7,15 +7,16 @@ the first of them to flush commits everything staged, for all of them, in one co
 per dataset whose application transactions carry every partition's next offset
 (see :class:`riverbed.lake.TableWriter`). The others then find nothing new.
 
-Committed versions are per dataset: ``transactions`` is committed whenever a partition
-moved (even with no valid row, so its offsets always move with the input); ``alerts``
-only when it has rows (alerts are rare; an idle alerts table commits nothing). A
-replay skips a row whose offset is below its dataset's committed version.
+A flow's datasets (:class:`StreamDatasets`): its *events* (payments' ``transactions``)
+and its *alerts*. Committed versions are per dataset: the events dataset is committed
+whenever a partition moved (even with no valid row, so its offsets always move with the
+input); the alerts dataset only when it has rows (alerts are rare; an idle alerts
+table commits nothing). A replay skips a row whose offset is below its dataset's committed version.
 
 The lake is committed first, then each partition's Kafka transaction (with the group
 offset): the group's offset never moves past rows a failed lake write still holds.
 A lake write that fails on the lake's storage (a full disk, see
-:mod:`flows.lake_outage`) is retried until it succeeds, and the Kafka transactions
+:mod:`flows.kit.lake_outage`) is retried until it succeeds, and the Kafka transactions
 wait for it. Fencing does not depend on the order: a stale copy's Delta commit is
 refused by the writer generations (:class:`riverbed.lake.TableWriter`), its Kafka
 commit by the broker.
@@ -33,15 +34,31 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from flows.lake_outage import storage_errno, until_written
-from flows.metrics import FlowMetrics
+from flows.kit.lake_outage import storage_errno, until_written
+from flows.kit.metrics import FlowMetrics
 from riverbed import lake
 
 log = logging.getLogger("riverbed.flow.lake")
 
-DATASETS = ("transactions", "alerts")
-
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StreamDatasets:
+    """Where a flow's rows go: ``lake/<domain>/<events>`` and ``lake/<domain>/<alerts>``.
+
+    ``alerts_table`` turns the domain's alert records of one partition into rows of
+    its alerts dataset (with the three offset columns).
+    """
+
+    domain: str
+    events: str
+    alerts: str
+    alerts_table: Callable[[list, str, int], pa.Table]
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return (self.events, self.alerts)
 
 
 @dataclass
@@ -55,33 +72,36 @@ class _Staged:
 class LakeCommitter:
     """The process's writer of the datasets that come straight from one topic."""
 
-    _shared: dict[tuple[str, str], LakeCommitter] = {}
+    _shared: dict[tuple[str, str, str], LakeCommitter] = {}
     _shared_lock = threading.Lock()
 
-    def __init__(self, lake_dir: Path, topic: str) -> None:
+    def __init__(self, lake_dir: Path, topic: str, datasets: StreamDatasets) -> None:
         self.topic = topic
+        self.datasets = datasets
         self.lake_dir = Path(lake_dir)
         self._commit_kafka: dict[int, Callable[[], object]] = {}
         self._hold_kafka: dict[int, Callable[[], object]] = {}
         self.writers = {
-            ds: self._written(lambda ds=ds: lake.TableWriter(lake_dir, ds), f"open {ds}")
-            for ds in DATASETS
+            ds: self._written(
+                lambda ds=ds: lake.TableWriter(lake_dir, ds, datasets.domain), f"open {ds}"
+            )
+            for ds in datasets.names
         }
         self._lock = threading.RLock()
-        self._staged = {ds: _Staged() for ds in DATASETS}
+        self._staged = {ds: _Staged() for ds in datasets.names}
         self._progress: dict[int, int] = {}  # partition -> next offset staged so far
         self._last_flush = time.monotonic()
         self.commits: list[lake.Commit] = []  # the latest flush's, for status and metrics
-        self.metrics: FlowMetrics | None = None  # set by the flow (flows.metrics)
+        self.metrics: FlowMetrics | None = None  # set by the flow (flows.kit.metrics)
 
     @classmethod
-    def shared(cls, lake_dir: Path, topic: str) -> LakeCommitter:
+    def shared(cls, lake_dir: Path, topic: str, datasets: StreamDatasets) -> LakeCommitter:
         """The process's committer for ``topic`` into ``lake_dir`` (created on first use)."""
-        key = (str(Path(lake_dir).resolve()), topic)
+        key = (str(Path(lake_dir).resolve()), topic, datasets.domain)
         with cls._shared_lock:
             committer = cls._shared.get(key)
             if committer is None:
-                committer = cls._shared[key] = cls(lake_dir, topic)
+                committer = cls._shared[key] = cls(lake_dir, topic, datasets)
             return committer
 
     def claim(
@@ -95,7 +115,7 @@ class LakeCommitter:
         ``commit_kafka`` runs after every lake commit that may hold the partition's
         rows: the partition sink commits its Kafka transaction there, with the group
         offset the lake now holds. ``hold_kafka`` runs when the lake refuses writes for
-        a while (:mod:`flows.lake_outage`): the sink aborts its open transaction, keeping
+        a while (:mod:`flows.kit.lake_outage`): the sink aborts its open transaction, keeping
         its records for the next one.
         """
         app = lake.app_id(self.topic, partition)
@@ -104,7 +124,7 @@ class LakeCommitter:
             if hold_kafka is not None:
                 self._hold_kafka[partition] = hold_kafka
             out = {}
-            for ds in DATASETS:
+            for ds in self.datasets.names:
                 writer = self.writers[ds]
                 # Newest wins: an older copy writing this partition is refused from now.
                 self._written(
@@ -128,20 +148,20 @@ class LakeCommitter:
         self,
         partition: int,
         next_offset: int,
-        txns: pa.Table | None,
+        events: pa.Table | None,
         alerts: pa.Table | None,
-        txns_produced_ms: pa.Array | None = None,
+        events_produced_ms: pa.Array | None = None,
     ) -> None:
         """Add a partition's rows and progress to the next commit (with, for the
-        metrics, the transactions' Kafka timestamps)."""
+        metrics, the events' Kafka timestamps)."""
         with self._lock:
-            for ds, table in (("transactions", txns), ("alerts", alerts)):
+            for ds, table in zip(self.datasets.names, (events, alerts), strict=True):
                 if table is not None and table.num_rows:
                     staged = self._staged[ds]
                     staged.tables.append(table)
                     staged.rows += table.num_rows
-            if txns_produced_ms is not None:
-                self._staged["transactions"].produced_ms.append(txns_produced_ms)
+            if events_produced_ms is not None:
+                self._staged[self.datasets.events].produced_ms.append(events_produced_ms)
             if next_offset > self._progress.get(partition, -1):
                 self._progress[partition] = next_offset
 
@@ -149,22 +169,22 @@ class LakeCommitter:
         """Time for the process's next flush: the interval since the last one (whichever
         partition made it) has passed, or enough rows are staged."""
         with self._lock:
-            staged = self._staged["transactions"].rows + self._staged["alerts"].rows
+            staged = sum(s.rows for s in self._staged.values())
             return time.monotonic() - self._last_flush >= interval_s or staged >= max_rows
 
     def flush(self) -> list[lake.Commit]:
-        """Commit what every partition staged: the lake's alerts, then its transactions,
-        then each partition's Kafka transaction.
+        """Commit what every partition staged: the lake's alerts, then its events, then
+        each partition's Kafka transaction.
 
         Alerts first: a crash between the two leaves alerts ahead, and a replay, which
-        starts at the transactions' version at the latest, skips them by theirs. A lake
+        starts at the events' version at the latest, skips them by theirs. A lake
         write that fails on its storage is retried until it succeeds; until then no
-        Kafka transaction commits (:mod:`flows.lake_outage`).
+        Kafka transaction commits (:mod:`flows.kit.lake_outage`).
         """
         with self._lock:
             self._last_flush = began = time.monotonic()
             commits = []
-            for ds in ("alerts", "transactions"):
+            for ds in (self.datasets.alerts, self.datasets.events):
                 commit = self._written(lambda ds=ds: self._flush_dataset(ds), f"commit {ds}")
                 if commit is not None:
                     commits.append(commit)
@@ -183,7 +203,7 @@ class LakeCommitter:
             for p, offset in self._progress.items()
             if offset > (writer.expected(lake.app_id(self.topic, p)) or 0)
         }
-        if not moved or (ds == "alerts" and not staged.rows):
+        if not moved or (ds == self.datasets.alerts and not staged.rows):
             return None
         rows = pa.concat_tables(staged.tables) if staged.tables else lake.SCHEMAS[ds].empty_table()
         began = time.monotonic()
@@ -201,7 +221,7 @@ class LakeCommitter:
             )
             commit = lake.Commit(ds, writer.table.version(), rows.num_rows, 0.0)
         self._staged[ds] = _Staged()
-        if ds == "transactions" and self.metrics is not None:
+        if ds == self.datasets.events and self.metrics is not None:
             # Counted once: only new rows are staged.
             self.metrics.lake_committed(rows, pa.chunked_array(staged.produced_ms, pa.int64()))
         log.debug(

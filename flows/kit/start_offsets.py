@@ -1,11 +1,11 @@
 """Where the flow starts reading a partition when Bytewax has no snapshot of it.
 
-The truth is in the outputs, as in delta-io's kafka-delta-ingest: the lake's
-``transactions`` table says, per partition, the next offset it holds (its Delta
-application transactions), and the consumer group's committed offset says where the
+The truth is in the outputs, as in delta-io's kafka-delta-ingest: the flow's events
+table in the lake (payments' ``transactions``) says, per partition, the next offset it
+holds (its Delta application transactions), and the consumer group's committed offset says where the
 Kafka outputs (DLQ, alerts) end. The flow starts at the older of the two, so neither
 side misses anything; each side skips what it already has (see
-:mod:`flows.lake_sink`). Neither known: the earliest offset still in the topic.
+:mod:`flows.kit.lake_sink`). Neither known: the earliest offset still in the topic.
 
 With recovery on, the first run on a recovery store records these offsets in
 ``<store>/start-offsets.json``, and every later run without a snapshot starts there
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from flows.kafka_source import consumer_config
+from flows.kit.kafka_source import consumer_config
 from riverbed import lake
 from riverbed.kafka_admin import committed_offsets
 from riverbed.settings import Settings
@@ -32,11 +32,17 @@ FILE_NAME = "start-offsets.json"
 log = logging.getLogger("riverbed.flow.source")
 
 
-def resume_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
-    """Per partition: min(lake's next offset, group's committed offset), at least the earliest."""
+def resume_offsets(
+    settings: Settings, topic: str, partitions: list[int], events: tuple[str, str]
+) -> dict[int, int]:
+    """Per partition: min(lake's next offset, group's committed offset), at least the earliest.
+
+    ``events`` is the (domain, dataset) of the table the topic's valid events land in.
+    """
+    domain, dataset = events
     in_lake: dict[int, int] = {}
-    if lake.table_exists(settings.lake_dir, "transactions"):
-        table = lake.open_table(settings.lake_dir, "transactions")
+    if lake.table_exists(settings.lake_dir, dataset, domain):
+        table = lake.open_table(settings.lake_dir, dataset, domain)
         in_lake = lake.stored_offsets(table, topic, partitions)
     consumer = Consumer(consumer_config(settings, **{"isolation.level": "read_committed"}))
     try:
@@ -78,12 +84,12 @@ def _warn_if_outputs_ahead(
 
 
 def load_or_record(
-    store: Path, settings: Settings, topic: str, partitions: list[int]
+    store: Path, settings: Settings, topic: str, partitions: list[int], events: tuple[str, str]
 ) -> dict[int, int]:
     """The store's start offsets; recorded now if this is the store's first run."""
     path = Path(store) / FILE_NAME
     if not path.exists():
-        offsets = resume_offsets(settings, topic, partitions)
+        offsets = resume_offsets(settings, topic, partitions, events)
         temp = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
         temp.write_text(
             json.dumps({"topic": topic, "offsets": {str(p): o for p, o in offsets.items()}})

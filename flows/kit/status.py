@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flows.lake_outage import storage_errno
-from flows.records import Counts
+from flows.kit.lake_outage import storage_errno
+from flows.kit.records import Counts
 
 log = logging.getLogger("riverbed.flow.status")
 
@@ -103,7 +103,7 @@ class StatusBoard:
             os.replace(temp, self.path)
         except OSError as exc:
             # A full disk must not stop the flow over its status file: the next flush
-            # writes it again (the lake's own waits are in flows.lake_outage).
+            # writes it again (the lake's own waits are in flows.kit.lake_outage).
             if storage_errno(exc) is None:
                 raise
             temp.unlink(missing_ok=True)

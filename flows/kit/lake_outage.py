@@ -11,7 +11,7 @@ succeeds (:func:`until_written`). Meanwhile:
 * the worker waits inside the sink, so it reads nothing more from Kafka (the
   backlog stays in the topic, where it is safe);
 * nothing is committed: no Delta commit and no Kafka transaction (the lake is
-  committed before the Kafka side, see :mod:`flows.lake_commits`, so the consumer
+  committed before the Kafka side, see :mod:`flows.kit.lake_commits`, so the consumer
   group's offset does not move past rows that are not in the lake);
 * the open Kafka transactions are aborted and their records kept, to be published
   again in the next transaction (one left open would outlive its
@@ -23,7 +23,7 @@ Delta's log stays consistent: a failed write leaves at most a Parquet file no co
 lists (invisible to readers, removed by vacuum), never a partial commit. A commit
 that landed before a later step failed (delta-rs writes a checkpoint after every
 hundredth commit, and that write can fail on its own) is recognised by its offsets
-and not made twice (:func:`flows.lake_commits.LakeCommitter`).
+and not made twice (:func:`flows.kit.lake_commits.LakeCommitter`).
 
 A stop (Ctrl-C, SIGTERM) while waiting gives up: :class:`LakeUnavailable` stops the
 process without committing, and the next start resumes from the last commit.
@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from flows import shutdown
+from flows.kit import shutdown
 
 log = logging.getLogger("riverbed.flow.lake")
 

@@ -6,10 +6,10 @@ one:
 
 * reads each Kafka partition with its own ``Consumer`` and ``assign()`` (no group
   membership, no rebalances; Bytewax decides which worker reads which partition);
-* emits one :class:`~flows.records.SourceBatch` of up to ``batch_size`` messages
+* emits one :class:`~flows.kit.records.SourceBatch` of up to ``batch_size`` messages
   per ``next_batch`` call, so Bytewax's per-item cost is paid per batch;
 * resumes from its snapshot (the next offset) under recovery, else from the start
-  offsets it is given (:mod:`flows.start_offsets`: where the lake and the Kafka
+  offsets it is given (:mod:`flows.kit.start_offsets`: where the lake and the Kafka
   outputs are);
 * emits a tick (an empty batch) every ``tick_s`` of wall time even when nothing
   arrives, saying whether the partition is caught up and idle, so downstream
@@ -30,8 +30,8 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from flows import shutdown
-from flows.records import RawRecord, SourceBatch
+from flows.kit import shutdown
+from flows.kit.records import RawRecord, SourceBatch
 from riverbed.kafka_admin import cluster_metadata
 from riverbed.settings import Settings
 
@@ -109,7 +109,7 @@ class KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
 
     def next_batch(self) -> list[SourceBatch]:
         if shutdown.requested():
-            raise StopIteration  # a clean stop: see flows.shutdown
+            raise StopIteration  # a clean stop: see flows.kit.shutdown
         messages = self._consumer.consume(self._batch_size, 0)
         records: list[RawRecord] = []
         for msg in messages:
@@ -246,7 +246,7 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
                     "(riverbed/topics.py declares both with as many partitions)"
                 )
         self._table_topic = table_topic
-        # Where a partition without a recovery snapshot starts (flows.start_offsets).
+        # Where a partition without a recovery snapshot starts (flows.kit.start_offsets).
         self._start_offsets = start_offsets
         self._settings = settings
         self._topic = topic

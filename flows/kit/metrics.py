@@ -1,8 +1,8 @@
 """The flow's metrics, in Prometheus exposition, served by every flow process.
 
 What is counted is what was committed, never what was merely processed: transactions
-when their Delta commit lands (``flows.lake_commits``), dead letters and alerts when
-the Kafka transaction that publishes them commits (``flows.kafka_outputs``). A replay
+when their Delta commit lands (``flows.kit.lake_commits``), dead letters and alerts when
+the Kafka transaction that publishes them commits (``flows.kit.kafka_outputs``). A replay
 after a crash re-processes records that were not committed before it (they were not
 counted either) and skips the ones that were (the sinks drop them before they reach a
 commit), so the ``_total`` counters never count a record twice. A process restarts
@@ -101,8 +101,15 @@ class FlowMetrics:
         )
         self.alerts = Counter(
             "riverbed_flow_alerts",
-            "Fraud alerts published (their Kafka transaction committed).",
+            "Alerts (payments: fraud; IoT: anomalies) published (their Kafka transaction "
+            "committed).",
             ["rule"],
+            registry=self.registry,
+        )
+        self.join_unmatched = Counter(
+            "riverbed_flow_join_unmatched",
+            "Interval join: readings that matched nothing, and anchors missing a side.",
+            ["side"],
             registry=self.registry,
         )
         self.event_to_lake = BulkHistogram(
@@ -185,6 +192,9 @@ class FlowMetrics:
         self.produce_to_alert.observe_many(_seconds_since(produced, now_s))
         for rule in {rule for rule, _, _ in alerts}:
             self.alerts.labels(rule).inc(sum(1 for r, _, _ in alerts if r == rule))
+
+    def unmatched(self, side: str, count: int) -> None:
+        self.join_unmatched.labels(side).inc(count)
 
     def resent(self, partition: int, count: int) -> None:
         if count:

@@ -1,43 +1,17 @@
-"""The items that travel between the payments flow's steps.
+"""The items that travel between the payments flow's steps (the kit's are in
+:mod:`flows.kit.records`).
 
-Plain slotted dataclasses: cheap to build, and picklable, because Bytewax
-pickles items that cross worker processes and state that it snapshots.
-Event times are integer microseconds since the epoch (UTC).
+Event times are integer microseconds since the epoch (UTC); money is integer cents.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# (offset, key, value, timestamp_ms); timestamp_ms is -1 when Kafka has none.
-RawRecord = tuple[int, bytes | None, bytes | None, int]
+import pyarrow as pa
 
-
-@dataclass(slots=True)
-class SourceBatch:
-    """What the source emits for one Kafka partition: a micro-batch, or a tick (no records).
-
-    ``next_offset`` is the partition position after the batch; ``caught_up`` says the
-    position reached the high watermark; ``idle`` that it is caught up and has had no
-    message for a while (wall time), so downstream may stop waiting for it.
-    """
-
-    partition: int
-    records: list[RawRecord]
-    next_offset: int
-    caught_up: bool = False
-    idle: bool = False
-    # Records of the co-partitioned table topic (card profiles) read since the last
-    # batch; the processor applies each from its Kafka timestamp on.
-    table: list[RawRecord] | None = None
-
-
-@dataclass(slots=True)
-class DlqRecord:
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    error: str
+from flows.kit.records import ProcessedBatch
+from riverbed import lake
 
 
 @dataclass(slots=True)
@@ -53,6 +27,10 @@ class AlertRecord:
     offset: int  # of the triggering transaction
     payload: bytes  # the Alert as JSON, as published on payments.alerts
     produced_ms: int = -1  # the triggering message's Kafka timestamp (metrics only)
+
+    @property
+    def key(self) -> bytes:
+        return self.card_id.encode()
 
 
 @dataclass(slots=True)
@@ -108,26 +86,49 @@ class TxnColumns:
         for dst, src in zip(self.columns(), other.columns(), strict=True):
             dst.extend(src)
 
+    def to_arrow(self, topic: str, partition: int) -> pa.Table:
+        n = len(self)
+        return pa.Table.from_arrays(
+            [
+                pa.array(self.transaction_id, pa.string()),
+                pa.array(self.card_id, pa.string()),
+                pa.array(self.merchant_id, pa.string()),
+                pa.array(self.mcc, pa.string()),
+                lake.money_from_cents(self.amount_cents),
+                pa.array(self.currency, pa.string()),
+                pa.array(self.country, pa.string()),
+                pa.array(self.lat, pa.float64()),
+                pa.array(self.lon, pa.float64()),
+                pa.array(self.channel, pa.string()),
+                lake.utc_micros(self.event_us),
+                pa.array(self.late, pa.bool_()),
+                pa.repeat(pa.scalar(topic, pa.string()), n),
+                pa.repeat(pa.scalar(partition, pa.int32()), n),
+                pa.array(self.offset, pa.int64()),
+            ],
+            schema=lake.TRANSACTIONS_SCHEMA,
+        )
 
-@dataclass(slots=True)
-class Counts:
-    """What one batch did, for the status file."""
 
-    processed: int = 0
-    valid: int = 0
-    invalid: int = 0
-    late: int = 0
-    resent: int = 0
-    alerts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: Counts) -> None:
-        self.processed += other.processed
-        self.valid += other.valid
-        self.invalid += other.invalid
-        self.late += other.late
-        self.resent += other.resent
-        for rule, n in other.alerts.items():
-            self.alerts[rule] = self.alerts.get(rule, 0) + n
+def alerts_table(alerts: list[AlertRecord], topic: str, partition: int) -> pa.Table:
+    """Alerts as rows of the lake's ``alerts`` dataset."""
+    n = len(alerts)
+    return pa.Table.from_arrays(
+        [
+            pa.array([a.alert_id for a in alerts], pa.string()),
+            pa.array([a.rule for a in alerts], pa.string()),
+            pa.array([a.card_id for a in alerts], pa.string()),
+            pa.array([a.transaction_id for a in alerts], pa.string()),
+            lake.utc_micros([a.event_us for a in alerts]),
+            lake.utc_micros([a.detected_us for a in alerts]),
+            pa.array([a.score for a in alerts], pa.float64()),
+            pa.array([a.details for a in alerts], pa.string()),
+            pa.repeat(pa.scalar(topic, pa.string()), n),
+            pa.repeat(pa.scalar(partition, pa.int32()), n),
+            pa.array([a.offset for a in alerts], pa.int64()),
+        ],
+        schema=lake.ALERTS_SCHEMA,
+    )
 
 
 @dataclass(slots=True)
@@ -160,19 +161,6 @@ class MergerInput:
 
 
 @dataclass(slots=True)
-class ProcessedBatch:
-    """Everything one source batch produced, for the partition's sink."""
-
-    partition: int
-    next_offset: int
-    txns: TxnColumns
-    alerts: list[AlertRecord]
-    dlq: list[DlqRecord]
-    counts: Counts
-    caught_up: bool = False
-
-
-@dataclass(slots=True)
 class ProcessorOutput:
     batch: ProcessedBatch
     merger: MergerInput | None
@@ -197,3 +185,21 @@ class MerchantMinuteRow:
     @property
     def mean(self) -> float:
         return self.sum_cents / self.txn_count / 100 if self.txn_count else 0.0
+
+
+def merchant_minute_table(rows: list[MerchantMinuteRow]) -> pa.Table:
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.merchant_id for r in rows], pa.string()),
+            lake.utc_micros([r.window_start_us for r in rows]),
+            lake.utc_micros([r.window_end_us for r in rows]),
+            pa.array([r.txn_count for r in rows], pa.int64()),
+            lake.money_from_cents([r.sum_cents for r in rows]),
+            lake.money_from_cents([r.min_cents for r in rows]),
+            lake.money_from_cents([r.max_cents for r in rows]),
+            pa.array([r.mean for r in rows], pa.float64()),
+            pa.array([r.distinct_cards for r in rows], pa.int64()),
+            pa.array([r.alert_count for r in rows], pa.int64()),
+        ],
+        schema=lake.MERCHANT_MINUTE_SCHEMA,
+    )

@@ -3,10 +3,10 @@
 One sink partition per Kafka partition. DLQ records and alerts go into the
 partition's open Kafka transaction as soon as they arrive, and the transaction is
 committed (with the consumer group's offset) within about
-:data:`flows.kafka_outputs.MAX_OPEN_S` while the partition is caught up: alert
+:data:`flows.kit.kafka_outputs.MAX_OPEN_S` while the partition is caught up: alert
 latency does not wait for the lake. While it works through a backlog, the
 transaction is committed at flushes only.
-Rows are staged in the process's :class:`~flows.lake_commits.LakeCommitter`.
+Rows are staged in the process's :class:`~flows.kit.lake_commits.LakeCommitter`.
 
 A *flush* happens every ``flush_interval_s`` (counted for the whole process: the first
 partition to see it due flushes for all), when ``flush_rows`` rows are staged, and in
@@ -17,7 +17,7 @@ before a recovery snapshot is durable). A flush, in this order:
    dataset, with each partition's next offset as an application transaction (a
    stale copy's commit is refused by the writer generations); while the lake's
    storage refuses writes (a full disk) it waits and retries, committing nothing
-   (:mod:`flows.lake_outage`);
+   (:mod:`flows.kit.lake_outage`);
 2. commits the Kafka transaction of every partition of the process with the group
    offset after the last message it covers (a fenced instance fails here);
 3. updates the status file.
@@ -39,71 +39,26 @@ from typing import Protocol
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.fencing import reported
-from flows.kafka_source import part_name, part_number
-from flows.lake_commits import LakeCommitter
-from flows.metrics import FlowMetrics
-from flows.records import AlertRecord, Counts, DlqRecord, ProcessedBatch, TxnColumns
-from flows.status import StatusBoard
-from riverbed import lake
+from flows.kit.fencing import reported
+from flows.kit.kafka_source import part_name, part_number
+from flows.kit.lake_commits import LakeCommitter
+from flows.kit.metrics import FlowMetrics
+from flows.kit.records import Alert, Counts, DlqRecord, ProcessedBatch
+from flows.kit.status import StatusBoard
 
 log = logging.getLogger("riverbed.flow.sink")
 
 
 class Outputs(Protocol):
-    """The Kafka side of a partition sink (:class:`flows.kafka_outputs.KafkaOutputs`)."""
+    """The Kafka side of a partition sink (:class:`flows.kit.kafka_outputs.KafkaOutputs`)."""
 
     committed: int  # the group offset: outputs of records before it are published
 
-    def publish(self, dlq: list[DlqRecord], alerts: list[AlertRecord]) -> int: ...
+    def publish(self, dlq: list[DlqRecord], alerts: list[Alert]) -> int: ...
     def due(self) -> bool: ...
     def commit(self, next_offset: int) -> bool: ...
     def hold(self) -> None: ...
     def close(self) -> None: ...
-
-
-def txn_table(cols: TxnColumns, topic: str, partition: int) -> pa.Table:
-    n = len(cols)
-    return pa.Table.from_arrays(
-        [
-            pa.array(cols.transaction_id, pa.string()),
-            pa.array(cols.card_id, pa.string()),
-            pa.array(cols.merchant_id, pa.string()),
-            pa.array(cols.mcc, pa.string()),
-            lake.money_from_cents(cols.amount_cents),
-            pa.array(cols.currency, pa.string()),
-            pa.array(cols.country, pa.string()),
-            pa.array(cols.lat, pa.float64()),
-            pa.array(cols.lon, pa.float64()),
-            pa.array(cols.channel, pa.string()),
-            lake.utc_micros(cols.event_us),
-            pa.array(cols.late, pa.bool_()),
-            pa.repeat(pa.scalar(topic, pa.string()), n),
-            pa.repeat(pa.scalar(partition, pa.int32()), n),
-            pa.array(cols.offset, pa.int64()),
-        ],
-        schema=lake.TRANSACTIONS_SCHEMA,
-    )
-
-
-def alerts_table(alerts: list[AlertRecord], topic: str, partition: int) -> pa.Table:
-    n = len(alerts)
-    return pa.Table.from_arrays(
-        [
-            pa.array([a.alert_id for a in alerts], pa.string()),
-            pa.array([a.rule for a in alerts], pa.string()),
-            pa.array([a.card_id for a in alerts], pa.string()),
-            pa.array([a.transaction_id for a in alerts], pa.string()),
-            lake.utc_micros([a.event_us for a in alerts]),
-            lake.utc_micros([a.detected_us for a in alerts]),
-            pa.array([a.score for a in alerts], pa.float64()),
-            pa.array([a.details for a in alerts], pa.string()),
-            pa.repeat(pa.scalar(topic, pa.string()), n),
-            pa.repeat(pa.scalar(partition, pa.int32()), n),
-            pa.array([a.offset for a in alerts], pa.int64()),
-        ],
-        schema=lake.ALERTS_SCHEMA,
-    )
 
 
 def _from(offsets: list[int], first: int) -> list[int] | None:
@@ -183,32 +138,33 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         fresh = [a for a in batch.alerts if a.offset >= first_new]
         if dlq or fresh:
             self.outputs.publish(dlq, fresh)
-        txns = batch.txns
-        txn_rows = produced = None
-        if len(txns):
-            keep = _from(txns.offset, self.lake_next["transactions"])
+        datasets = self.committer.datasets
+        rows = batch.rows
+        event_rows = produced = None
+        if len(rows):
+            keep = _from(rows.offset, self.lake_next[datasets.events])
             if keep is not None:
-                txns = txns.take(keep)
-            if len(txns):
-                txn_rows = txn_table(txns, self.topic, self.partition)
+                rows = rows.take(keep)
+            if len(rows):
+                event_rows = rows.to_arrow(self.topic, self.partition)
                 if self.metrics is not None:
-                    produced = pa.array(txns.produced_ms, pa.int64())
+                    produced = pa.array(rows.produced_ms, pa.int64())
         alert_rows = None
         if batch.alerts:
-            keep = _from([a.offset for a in batch.alerts], self.lake_next["alerts"])
+            keep = _from([a.offset for a in batch.alerts], self.lake_next[datasets.alerts])
             alerts = batch.alerts if keep is None else [batch.alerts[i] for i in keep]
             if alerts:
-                alert_rows = alerts_table(alerts, self.topic, self.partition)
+                alert_rows = datasets.alerts_table(alerts, self.topic, self.partition)
         self._counts.add(batch.counts)
         if self.metrics is not None:
-            if len(batch.txns):
-                self.metrics.saw_events(self.partition, max(batch.txns.event_us))
-            if batch.next_offset - batch.counts.processed >= self.lake_next["transactions"]:
+            if len(batch.rows):
+                self.metrics.saw_events(self.partition, max(batch.rows.event_us))
+            if batch.next_offset - batch.counts.processed >= self.lake_next[datasets.events]:
                 self._resent += batch.counts.resent
         self._caught_up = batch.caught_up
         if self._covered_next is None or batch.next_offset > self._covered_next:
             self._covered_next = batch.next_offset
-        self.committer.stage(self.partition, batch.next_offset, txn_rows, alert_rows, produced)
+        self.committer.stage(self.partition, batch.next_offset, event_rows, alert_rows, produced)
 
     def _commit_kafka(self) -> None:
         if self._covered_next is not None:

@@ -13,8 +13,8 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from flows.kafka_outputs import ProducerFenced
-from flows.lake_outage import LakeUnavailable
+from flows.kit.kafka_outputs import ProducerFenced
+from flows.kit.lake_outage import LakeUnavailable
 from riverbed.lake import FencedWriter
 
 log = logging.getLogger("riverbed.flow")

@@ -4,7 +4,7 @@ All of a card's transactions are in one Kafka partition (the key is card_id),
 so one partition processor sees them in one deterministic order: the same
 input gives the same alerts, in a live run and in a replay.
 
-Rules (thresholds from the settings, via :class:`~flows.config.FlowConfig`):
+Rules (thresholds from the settings, via :class:`~flows.payments.config.FlowConfig`):
 
 * ``velocity``: >= N transactions of a card less than the velocity window apart
   (event time), counted when a transaction arrives, in any such span holding it
@@ -39,7 +39,7 @@ from bisect import bisect_left, bisect_right, insort
 
 import msgspec
 
-from flows.config import FlowConfig
+from flows.payments.config import FlowConfig
 
 VELOCITY = "velocity"
 AMOUNT_SPIKE = "amount_spike"

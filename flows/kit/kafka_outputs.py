@@ -31,9 +31,9 @@ from typing import NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from flows.kafka_source import consumer_config
-from flows.metrics import FlowMetrics
-from flows.records import AlertRecord, DlqRecord
+from flows.kit.kafka_source import consumer_config
+from flows.kit.metrics import FlowMetrics
+from flows.kit.records import Alert, DlqRecord
 from riverbed.kafka_admin import committed_offsets
 from riverbed.settings import Settings
 
@@ -180,7 +180,7 @@ class KafkaOutputs:
         self._pending_dlq = 0
         self._pending_alerts: list[tuple[str, int, int]] = []
         # A partition's sink publishes from its worker; any sink of the process may
-        # commit it in a flush (flows.lake_commits): one transactional call at a time.
+        # commit it in a flush (flows.kit.lake_commits): one transactional call at a time.
         self._lock = threading.RLock()
 
     # -- the transaction --------------------------------------------------------------
@@ -264,12 +264,12 @@ class KafkaOutputs:
             for record in self._pending:
                 self._send(*record)
 
-    def publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[AlertRecord]) -> int:
+    def publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[Alert]) -> int:
         """Add records to the open transaction (opening one); how many."""
         with self._lock:
             return self._publish(dlq, alerts)
 
-    def _publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[AlertRecord]) -> int:
+    def _publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[Alert]) -> int:
         n = 0
         for r in dlq:
             if n == 0:
@@ -288,7 +288,7 @@ class KafkaOutputs:
                 ("alert.id", a.alert_id.encode()),
                 *_headers(self.source_topic, self.partition, a.offset),
             ]
-            self._produce(self.alerts_topic, a.card_id.encode(), a.payload, headers)
+            self._produce(self.alerts_topic, a.key, a.payload, headers)
             self._pending_alerts.append((a.rule, a.event_us, a.produced_ms))
             n += 1
         return n
@@ -364,7 +364,7 @@ class KafkaOutputs:
 
     def hold(self) -> None:
         """Abort the open transaction but keep its records, published again when the next
-        one opens: the flow waits for the lake (:mod:`flows.lake_outage`), and a
+        one opens: the flow waits for the lake (:mod:`flows.kit.lake_outage`), and a
         transaction left open meanwhile would outlive ``transaction.timeout.ms``, be
         aborted by the broker, and get this producer fenced."""
         with self._lock:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import heapq
 import logging
-from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from flows.config import FlowConfig
-from flows.fraud import (
+from flows.kit.records import Counts, DlqRecord, ProcessedBatch, RawRecord, SourceBatch
+from flows.kit.validation import Validator
+from flows.payments.config import FlowConfig
+from flows.payments.fraud import (
     CardState,
     FraudRules,
     Profile,
@@ -30,39 +31,21 @@ from flows.fraud import (
     encode_cards,
     encode_profiles,
 )
-from flows.records import (
-    AlertRecord,
-    Counts,
-    DlqRecord,
-    MergerInput,
-    ProcessedBatch,
-    ProcessorOutput,
-    RawRecord,
-    SourceBatch,
-    TxnColumns,
-)
-from flows.windows import PartitionWindows
+from flows.payments.records import AlertRecord, MergerInput, ProcessorOutput, TxnColumns
+from flows.payments.windows import PartitionWindows
 from riverbed.contracts.payments import (
     Alert,
-    InvalidEvent,
     Transaction,
     decode_profile,
     decode_transaction,
     encode,
 )
+from riverbed.contracts.wire import rfc3339
 
 log = logging.getLogger("riverbed.flow.processor")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 # Forgetting idle cards costs a scan of them all: do it once per this much event time.
 _SWEEP_EVERY_US = 60_000_000
-
-
-def rfc3339(us: int) -> str:
-    """Microseconds since the epoch as RFC 3339 UTC (isoformat pads the year to 4 digits)."""
-    moment = _EPOCH + timedelta(microseconds=us)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class PartitionProcessor:
@@ -132,30 +115,16 @@ class PartitionProcessor:
         add_late = txns.late.append
         add_offset = txns.offset.append
         add_produced = txns.produced_ms.append
-        last_ts, now = None, _EPOCH
+        validate = Validator(decode_transaction, counts, dlq)
 
         for offset, key, value, ts_ms in batch.records:
             counts.processed += 1
             if pending and pending[0][0] <= ts_ms:
                 self._apply_profiles(ts_ms)
-            if ts_ms != last_ts:  # a producer batch shares one timestamp
-                last_ts = ts_ms
-                now = _EPOCH + timedelta(milliseconds=ts_ms) if ts_ms >= 0 else datetime.now(UTC)
-            try:
-                txn, event_time = decode_transaction(value, now)
-            except InvalidEvent as exc:
-                counts.invalid += 1
-                dlq.append(DlqRecord(offset, key, value, str(exc)))
+            checked = validate(offset, key, value, ts_ms)
+            if checked is None:
                 continue
-            except Exception as exc:  # one bad message never stops the flow
-                # The contract's checks can still trip on extreme values (a date
-                # that overflows when converted to UTC): the message is invalid.
-                counts.invalid += 1
-                reason = f"value: cannot be checked ({type(exc).__name__}: {exc})"
-                dlq.append(DlqRecord(offset, key, value, reason))
-                log.warning("unexpected validation error", extra={"offset": offset, "err": reason})
-                continue
-            event_us = (event_time - _EPOCH) // _ONE_US
+            txn, event_us = checked
             card = cards.get(txn.card_id)
             if card is None:
                 card = cards[txn.card_id] = CardState()
@@ -195,7 +164,7 @@ class PartitionProcessor:
         processed = ProcessedBatch(
             partition=batch.partition,
             next_offset=batch.next_offset,
-            txns=txns,
+            rows=txns,
             alerts=alerts,
             dlq=dlq,
             counts=counts,

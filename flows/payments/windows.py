@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flows.config import FlowConfig
-from flows.records import MerchantMinuteRow, MergerInput, WindowDelta
+from flows.payments.config import FlowConfig
+from flows.payments.records import MerchantMinuteRow, MergerInput, WindowDelta
 
 _NEVER = -(1 << 62)
 

@@ -1,0 +1,215 @@
+"""Running a flow: its processes, recovery store, and the options bytewax.run gave it.
+
+    riverbed flow run <flow> [--processes N] [--no-recovery]   # run_flow(settings, flow)
+
+runs, after ``python -m bytewax.recovery <store> 2`` the first time::
+
+    python -m flows.run "flows.<flow>:get_flow()" \
+        -r <flows_dir>/<flow>/recovery -s <flush interval, whole s> -b 0 [-i I -a ADDRS]
+
+(``flows.run`` is ``bytewax.run`` with Ctrl-C and SIGTERM handled from its first
+instant, see :mod:`flows.kit.shutdown`). A supervisor, not Bytewax's own
+``-w``/``-i`` launcher, because a process stuck on a librdkafka bug exits with
+:data:`~flows.kit.kafka_outputs.WEDGED_EXIT` and is restarted here, and a stop must
+reach processes still starting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flows.kit.kafka_outputs import WEDGED_EXIT
+from riverbed.settings import Settings
+
+log = logging.getLogger("riverbed.flow")
+
+RECOVERY_PARTITIONS = 2  # fixed: the same store works for any number of processes
+_STOP_GRACE_S = 30.0  # after SIGINT, how long processes get before SIGKILL
+_WEDGED_RESTARTS = 5  # restarts of processes stuck on a librdkafka bug, then give up
+
+
+def _bytewax_option(short: str, long: str, env: str) -> str | None:
+    """An option bytewax.run was given (``-x V``, ``--long V``, ``--long=V``) or its env var."""
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg in (short, long) and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"{long}="):
+            return arg.split("=", 1)[1]
+    return os.environ.get(env) or None
+
+
+def recovery_store() -> Path | None:
+    """The recovery directory bytewax.run was given (-r), if any."""
+    value = _bytewax_option("-r", "--recovery-directory", "BYTEWAX_RECOVERY_DIRECTORY")
+    return Path(value) if value else None
+
+
+def process_id() -> int | None:
+    """This process's index in a multi-process run (bytewax.run's -i), else None."""
+    value = _bytewax_option("-i", "--process-id", "BYTEWAX_PROCESS_ID")
+    return int(value) if value else None
+
+
+def snapshot_interval_s(settings: Settings) -> int:
+    """Bytewax epochs (and so recovery snapshots, and forced flushes) every this many s."""
+    return max(1, round(settings.flush_interval_s))
+
+
+def flow_dir(settings: Settings, flow: str) -> Path:
+    """Where a flow keeps its recovery store, status files and lock."""
+    return settings.flows_dir / flow
+
+
+def recovery_dir(settings: Settings, flow: str) -> Path:
+    return flow_dir(settings, flow) / "recovery"
+
+
+def ensure_recovery_store(settings: Settings, flow: str) -> Path:
+    """Create the recovery store on first use (``python -m bytewax.recovery <dir> <n>``)."""
+    directory = recovery_dir(settings, flow)
+    if not any(directory.glob("part-*.sqlite3")):
+        directory.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "bytewax.recovery", str(directory), str(RECOVERY_PARTITIONS)],
+            check=True,
+        )
+    return directory
+
+
+def flow_commands(
+    settings: Settings,
+    flow: str,
+    *,
+    processes: int = 1,
+    recovery: bool = True,
+    ports: list[int] | None = None,
+    topic_prefix: str = "",
+) -> list[list[str]]:
+    """The command line of each process of ``flows.<flow>:get_flow()`` (one per process)."""
+    target = (
+        f"flows.{flow}:get_flow(topic_prefix={topic_prefix!r})"
+        if topic_prefix
+        else f"flows.{flow}:get_flow()"
+    )
+    # flows.run is bytewax.run with the stop signals handled from its first instant.
+    base = [sys.executable, "-m", "flows.run", target]
+    if recovery:
+        base += [
+            "-r",
+            str(recovery_dir(settings, flow)),
+            "-s",
+            str(snapshot_interval_s(settings)),
+            "-b",
+            "0",
+        ]
+    if processes <= 1:
+        return [base]
+    ports = ports or _free_ports(processes)
+    addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
+    return [[*base, "-i", str(i), "-a", addresses] for i in range(processes)]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def run_flow(settings: Settings, flow: str, *, processes: int = 1, recovery: bool = True) -> int:
+    """Run ``flows.<flow>`` in the foreground until it ends or is interrupted; the exit code.
+
+    Settings reach the processes through the environment (``RIVERBED_*``), so the
+    children see exactly what this process was given.
+    """
+    if recovery:
+        ensure_recovery_store(settings, flow)
+    flow_dir(settings, flow).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **settings_env(settings)}
+    cwd = Path(__file__).resolve().parents[2]  # the repository: flows/ importable
+    children: list[subprocess.Popen] = []
+    stopping_since: list[float] = []
+    asked_to_stop: list[float] = []
+
+    def forward(_signum: int, _frame: object) -> None:
+        stopping_since.append(time.monotonic())
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)  # the flow stops cleanly (flows.kit.shutdown)
+
+    def on_signal(signum: int, frame: object) -> None:
+        # Forwarded even when the signal reached the whole group (Ctrl-C): a child
+        # takes the same stop arriving twice as one, and one that was still starting
+        # (signals ignored until flows.run installs its handlers) gets it now.
+        asked_to_stop.append(time.monotonic())
+        if not stopping_since:
+            forward(signum, frame)
+
+    def launch() -> None:
+        children.clear()
+        for cmd in flow_commands(settings, flow, processes=processes, recovery=recovery):
+            children.append(
+                subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_ignore_stop_signals)
+            )
+            if stopping_since:
+                forward(signal.SIGINT, None)
+
+    # Before the children start: a stop asked for from now on reaches them.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    restarts = 0
+    try:
+        launch()
+        while True:
+            codes = [c.poll() for c in children]
+            if all(code is not None for code in codes):
+                if asked_to_stop:
+                    return 0  # stopped on request (Ctrl-C, SIGTERM): a clean end
+                if WEDGED_EXIT in codes and restarts < _WEDGED_RESTARTS:
+                    # A Kafka client stuck on a librdkafka bug (see flows.kit.kafka_outputs):
+                    # start afresh from the last commit, as after any crash.
+                    restarts += 1
+                    log.warning(
+                        "restarting the flow's processes after a stuck Kafka client",
+                        extra={"restart": restarts, "of": _WEDGED_RESTARTS},
+                    )
+                    stopping_since.clear()
+                    launch()
+                    continue
+                return max(abs(code) for code in codes if code is not None)
+            now = time.monotonic()
+            if any(code not in (None, 0) for code in codes) and not stopping_since:
+                # One process failed: the cluster cannot go on without it.
+                forward(signal.SIGINT, None)
+            if stopping_since and now - stopping_since[0] > _STOP_GRACE_S:
+                for child in children:
+                    if child.poll() is None:
+                        child.kill()
+            time.sleep(0.2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _ignore_stop_signals() -> None:
+    # Until flows.run installs the flow's own handlers (its first statement), a Ctrl-C
+    # to the process group must not interrupt the child's start; this process forwards
+    # the stop to it once it runs (see run_flow).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as RIVERBED_* variables, for a child process."""
+    return settings.to_env()
