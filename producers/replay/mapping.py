@@ -210,7 +210,7 @@ def _check_field(domain: Domain, field: str, where: str, fields_text: str) -> No
         )
     if field not in domain.fields:
         raise ReplayError(
-            f"{where}: a {domain.name} message has no field {field!r}; "
+            f"{where}: the {domain.name} contract has no field {field!r}; "
             f"its fields are: {fields_text}"
         )
 
