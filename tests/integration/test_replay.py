@@ -168,9 +168,19 @@ def test_shifted_and_as_fast_as_possible_the_future_rows_go_to_the_dlq(
     assert summary.dead_letters == {"event_time": 508}
 
 
+# data row -> (column, the value that breaks it, the start of the reason the DLQ gives)
+BREAKS = {
+    3: ("V1", "999", "temperature_c: 999.0 must be within -40..125"),
+    5: ("V2", "n/a", "humidity_pct: expected `float | null`, got `str`"),
+    7: ("time", "soon", "time: 'soon' in column 'time' is not a time"),
+    11: ("V4", "-3", "co2_ppm: -3.0 must be within 0..40000"),
+}
+
+
 def broken_file(tmp_path: Path, spacing_s: float) -> tuple[Path, dict[int, str]]:
-    """The recording's first 14 rows re-timed ``spacing_s`` apart, five of them broken.
-    Returns the file and, per broken line, the start of the reason the DLQ must give."""
+    """The recording's first 14 rows re-timed ``spacing_s`` apart, five of them broken
+    (:data:`BREAKS`, and row 9 a cell short). Returns the file and, per broken line, the
+    start of the reason the DLQ must give."""
     source = oracle_rows(recording_path("occupancy"))[:14]
     start = datetime(2015, 2, 4, 17, 51)
     lines = ["time,V1,V2,V3,V4"]
@@ -179,18 +189,10 @@ def broken_file(tmp_path: Path, spacing_s: float) -> tuple[Path, dict[int, str]]
         cells = dict(row.cells)
         at = start + timedelta(seconds=spacing_s * (number - 1))
         cells["time"] = at.isoformat(sep=" ", timespec="milliseconds")
-        if number == 3:
-            cells["V1"] = "999"
-            reasons[number + 1] = "temperature_c: 999.0 must be within -40..125"
-        elif number == 5:
-            cells["V2"] = "n/a"
-            reasons[number + 1] = "humidity_pct: expected `float | null`, got `str`"
-        elif number == 7:
-            cells["time"] = "soon"
-            reasons[number + 1] = "time: 'soon' in column 'time' is not a time"
-        elif number == 11:
-            cells["V4"] = "-3"
-            reasons[number + 1] = "co2_ppm: -3.0 must be within 0..40000"
+        if number in BREAKS:
+            column, value, reason = BREAKS[number]
+            cells[column] = value
+            reasons[number + 1] = reason
         values = [cells[c] for c in ("time", "V1", "V2", "V3", "V4")]
         if number == 9:
             values.pop()
