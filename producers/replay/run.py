@@ -205,7 +205,6 @@ class Replayer:
             except RowError as exc:
                 self._send_dead(send, row, str(exc), key=None)
                 continue
-            self.tally.recorded(recorded)
             due = started + schedule.send_offset(recorded)
             while not stop.requested:
                 now = self.clock.monotonic()
@@ -216,6 +215,7 @@ class Replayer:
                 self.clock.sleep(min(due - now, _MAX_SLEEP_S))
             if stop.requested:
                 return "interrupted"
+            self.tally.recorded(recorded)
             self._send_row(send, row, schedule.event_time(recorded))
             if row.number % _POLL_EVERY_ROWS == 0:
                 poll(0)
