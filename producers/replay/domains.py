@@ -12,6 +12,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -41,11 +42,11 @@ class Domain:
     struct: type[msgspec.Struct]
     decode: Decode
 
-    @property
+    @cached_property
     def fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in msgspec.structs.fields(self.struct))
 
-    @property
+    @cached_property
     def number_fields(self) -> frozenset[str]:
         """Fields the contract types as numbers: a CSV cell becomes a JSON number there."""
         return frozenset(f.name for f in msgspec.structs.fields(self.struct) if _is_number(f.type))

@@ -208,7 +208,7 @@ class Replayer:
             due = started + schedule.send_offset(recorded)
             while not stop.requested:
                 now = self.clock.monotonic()
-                report.maybe(now, row, recorded)
+                report.maybe(now, row, recorded, due)
                 if now >= due:
                     break
                 poll(0)
@@ -319,24 +319,33 @@ class Replayer:
 
 
 class _Progress:
-    """A line every interval: position in the recording, rows/s, published, dead letters."""
+    """A line every interval: position in the recording, rows/s, published, dead letters.
+
+    While it waits for a row far ahead (a 16-minute step in real time), a line a minute
+    says when the row is due, rather than the same line every interval.
+    """
+
+    _WAITING_INTERVAL_S = 60.0
 
     def __init__(self, replayer: Replayer, started: float) -> None:
         self._r = replayer
         self._last_at = started
         self._last_rows = 0
 
-    def maybe(self, now: float, row: CsvRow, recorded: datetime) -> None:
-        if now - self._last_at < self._r._interval:
-            return
+    def maybe(self, now: float, row: CsvRow, recorded: datetime, due: float) -> None:
+        elapsed = now - self._last_at
         t = self._r.tally
-        rate = (t.rows - self._last_rows) / (now - self._last_at)
+        idle = t.rows == self._last_rows
+        if elapsed < self._r._interval or (idle and elapsed < self._WAITING_INTERVAL_S):
+            return
+        rate = (t.rows - self._last_rows) / elapsed
         total = self._r.recording.rows
         share = f" ({100 * row.number / total:.0f} %)" if total else ""
+        waiting = f", row {row.number:,} due in {_duration(due - now)}" if due > now else ""
         self._r._say(
             f"{self._r.domain.topic}: row {row.number:,} of {total:,}{share}, recorded "
             f"{format_time(recorded)}; published {t.published:,}, dead letters "
-            f"{sum(t.dead.values()):,}; {rate:,.0f} rows/s"
+            f"{sum(t.dead.values()):,}; {rate:,.{1 if rate < 10 else 0}f} rows/s{waiting}"
         )
         self._last_at, self._last_rows = now, t.rows
 

@@ -201,10 +201,11 @@ def test_progress_says_where_in_the_recording_it_is(tmp_path: Path) -> None:
     path = write(tmp_path, "time,Temperature\n" + rows)
     _, _, said = run(path, maps=("Temperature=temperature_c",), speed=10.0)
     progress = [line for line in said if line.startswith(IOT_READINGS)]
-    # 59 recorded minutes at 10x: 354 s of replay, a line every 5 s.
-    assert 60 <= len(progress) <= 72
+    # 59 recorded minutes at 10x: 354 s of replay, a row every 6 s, a line every 5 s
+    # unless no row went out since the last one.
+    assert 50 <= len(progress) <= 72
     assert "row 2 of 60" in progress[0] and "recorded 2015-02-04T17:01:00.000Z" in progress[0]
-    assert progress[-1].endswith("rows/s")
+    assert "rows/s" in progress[-1]
 
 
 # --- mapping, set, ids -----------------------------------------------------------------
@@ -496,3 +497,12 @@ def test_the_occupancy_recording_is_found_in_its_package() -> None:
     assert parse_time(first.cells[0], UTC, "time") == datetime(2015, 2, 4, 17, 51, tzinfo=UTC)
     with pytest.raises(ReplayError, match="no shipped recording called 'x'; there are: occ"):
         recording_path("x")
+
+
+def test_waiting_for_a_row_far_ahead_says_so_once_a_minute(tmp_path: Path) -> None:
+    text = "time,Temperature\n2015-02-04 17:00:00,20\n2015-02-04 17:16:00,21\n"
+    _, _, said = run(write(tmp_path, text), maps=("Temperature=temperature_c",), speed=1.0)
+    waiting = [line for line in said if "due in" in line]
+    assert 14 <= len(waiting) <= 16  # 16 minutes of waiting
+    assert waiting[0].endswith("0.2 rows/s, row 2 due in 15 min")  # row 1 went out
+    assert waiting[1].endswith("0.0 rows/s, row 2 due in 14 min")
