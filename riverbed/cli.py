@@ -4,6 +4,9 @@
     riverbed topics apply|describe
     riverbed produce payments [--rate N] [--count N | --duration S] [--seed S]
     riverbed flow run payments|iot [--processes N] [--no-recovery]
+    riverbed replay <domain> FILE.csv --time-column C [--map column=field ...]
+                    [--set field=value ...] [--speed X | --as-fast-as-possible]
+                    [--keep-time] [--id-column C] [--time-zone Z]
     riverbed metrics [--port N]
 
 Settings come from ``RIVERBED_*`` environment variables (see README).
@@ -142,6 +145,12 @@ def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    run_replay = _load("producers.replay.cli:run_replay")
+    result = run_replay(settings, args)
+    return int(result or 0)  # type: ignore[call-overload]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="riverbed", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +199,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     metrics.add_argument("--port", type=int, default=0, help="default: any free port")
     metrics.set_defaults(func=cmd_metrics)
+
+    replay = sub.add_parser(
+        "replay",
+        help="publish a recorded CSV to a domain's topic, on the recording's own schedule",
+        description="Publish a recorded CSV to the domain's topic (iot: iot.readings; "
+        "payments: payments.transactions) in the order and spacing of its timestamps. Rows "
+        "that do not fit the contract go to the domain's dead-letter topic; see "
+        "docs/replay.md.",
+    )
+    replay.add_argument("domain", help="iot or payments")
+    replay.add_argument("file", metavar="FILE.csv", help="a CSV file with a header row")
+    replay.add_argument(
+        "--time-column",
+        required=True,
+        metavar="C",
+        help="the column of recorded times (ISO 8601, or epoch seconds)",
+    )
+    replay.add_argument(
+        "--map",
+        action="append",
+        metavar="column=field",
+        help="fill a contract field from a column (repeatable); a column named like a "
+        "field fills it without one",
+    )
+    replay.add_argument(
+        "--set",
+        action="append",
+        metavar="field=value",
+        help="fill a field the recording lacks, the same on every row (repeatable)",
+    )
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="real time times X (default 1; 60: a recorded minute a second)",
+    )
+    pace.add_argument("--as-fast-as-possible", action="store_true", help="no pacing")
+    replay.add_argument(
+        "--keep-time",
+        action="store_true",
+        help="event times as recorded (default: shifted so the first row is now)",
+    )
+    replay.add_argument(
+        "--id-column",
+        metavar="C",
+        help="the column of event ids (default: derived from the file and row number)",
+    )
+    replay.add_argument(
+        "--time-zone",
+        default="UTC",
+        metavar="Z",
+        help="the zone of recorded times without an offset (default UTC; e.g. Europe/Brussels)",
+    )
+    replay.set_defaults(func=cmd_replay)
     return parser
 
 
