@@ -12,11 +12,17 @@ profile of every card and a flow can read it as a table.
 Publishing is at least once (an idempotent producer, acks from every in-sync
 replica): a profile published twice is the same profile, and compaction keeps the
 latest per card.
+
+What every batch feature does the same way lives here too, so the IoT device
+baselines (:mod:`riverbed.baselines`) read, window and publish exactly as the card
+profiles do: :func:`scan_dataset` (a lake table as a polars frame),
+:func:`in_window` (the days up to the newest event), :func:`publish_keyed`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -47,10 +53,35 @@ PROFILE_SCHEMA = {
 
 def card_profiles(settings: Settings) -> pl.DataFrame:
     """One row per profiled card (columns of :data:`PROFILE_SCHEMA`), by card_id."""
-    if not lake.table_exists(settings.lake_dir, "transactions"):
+    txns = scan_dataset(settings, "transactions")
+    if txns is None:
         return pl.DataFrame(schema=PROFILE_SCHEMA)
-    txns = pl.scan_delta(str(lake.dataset_dir(settings.lake_dir, "transactions")))
     return profiles_from(txns, settings.profile_window_days, settings.profile_min_txns)
+
+
+def scan_dataset(
+    settings: Settings, dataset: str, domain: str = lake.DEFAULT_DOMAIN
+) -> pl.LazyFrame | None:
+    """A lake table's current snapshot as a lazy polars frame (polars' own Delta reader);
+    None before the table's first commit."""
+    if not lake.table_exists(settings.lake_dir, dataset, domain):
+        return None
+    return pl.scan_delta(str(lake.dataset_dir(settings.lake_dir, dataset, domain)))
+
+
+def in_window(
+    frame: pl.LazyFrame, window_days: int, time_column: str = "event_time"
+) -> pl.LazyFrame:
+    """The rows of ``frame`` in the ``window_days`` that end at its newest ``time_column``
+    (event time, not the wall clock: a replayed history gives the same features).
+
+    The newest is read first (one aggregate over the frame), then the bound applied as a
+    literal. No rows at all: an empty frame.
+    """
+    newest = frame.select(pl.col(time_column).max()).collect().item()
+    if newest is None:
+        return frame.head(0)
+    return frame.filter(pl.col(time_column) > newest - pl.duration(days=window_days))
 
 
 def profiles_from(txns: pl.LazyFrame, window_days: int, min_txns: int) -> pl.DataFrame:
@@ -63,11 +94,7 @@ def profiles_from(txns: pl.LazyFrame, window_days: int, min_txns: int) -> pl.Dat
         pl.col("amount").cast(pl.Float64),
         pl.col("event_time").dt.replace_time_zone("UTC"),
     )
-    newest = txns.select(pl.col("event_time").max()).collect().item()
-    if newest is None:
-        return pl.DataFrame(schema=PROFILE_SCHEMA)
-    since = newest - pl.duration(days=window_days)
-    window = txns.filter(pl.col("event_time") > since)
+    window = in_window(txns, window_days)
     per_card = (
         window.group_by("card_id")
         .agg(
@@ -122,17 +149,50 @@ def _ranked(window: pl.LazyFrame, column: str) -> pl.LazyFrame:
 
 @dataclass(frozen=True)
 class Published:
-    profiles: int
+    records: int
     topic: str
+
+    @property
+    def profiles(self) -> int:
+        """The card profiles published (what :func:`publish_card_profiles` counts)."""
+        return self.records
 
 
 def publish_card_profiles(
     settings: Settings, profiles: pl.DataFrame, topic: str = PAYMENTS_CARD_PROFILES
 ) -> Published:
     """Publish every profile, keyed by card_id; raises if any is not acknowledged."""
-    now = _rfc3339(datetime.now(UTC))
-    # Riverbed's producer settings, its partitioner too: a profile lands in the
-    # partition number of its card's transactions.
+    now = rfc3339(datetime.now(UTC))
+    messages = (
+        (
+            row["card_id"],
+            encode(
+                CardProfile(
+                    card_id=row["card_id"],
+                    txn_count=row["txn_count"],
+                    home_country=row["home_country"],
+                    amount_mean=row["amount_mean"],
+                    amount_std=row["amount_std"],
+                    usual_hours=row["usual_hours"],
+                    usual_mccs=row["usual_mccs"],
+                    last_event_time=rfc3339(row["last_event_time"]),
+                    computed_at=now,
+                    window_days=settings.profile_window_days,
+                )
+            ),
+        )
+        for row in profiles.iter_rows(named=True)
+    )
+    return publish_keyed(settings, topic, messages, what="card profiles")
+
+
+def publish_keyed(
+    settings: Settings, topic: str, messages: Iterable[tuple[str, bytes]], *, what: str
+) -> Published:
+    """Publish ``(key, value)`` messages to ``topic``; raises, naming ``what`` was being
+    published, if any is not acknowledged within 60 s."""
+    # Riverbed's producer settings, its partitioner too: a keyed feature lands in the
+    # partition number of its key's events (a card's transactions, a device's readings).
     producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
     failures: list[KafkaError] = []
 
@@ -140,41 +200,27 @@ def publish_card_profiles(
         if err is not None:
             failures.append(err)
 
-    for row in profiles.iter_rows(named=True):
-        profile = CardProfile(
-            card_id=row["card_id"],
-            txn_count=row["txn_count"],
-            home_country=row["home_country"],
-            amount_mean=row["amount_mean"],
-            amount_std=row["amount_std"],
-            usual_hours=row["usual_hours"],
-            usual_mccs=row["usual_mccs"],
-            last_event_time=_rfc3339(row["last_event_time"]),
-            computed_at=now,
-            window_days=settings.profile_window_days,
-        )
+    sent = 0
+    for key, value in messages:
         while True:
             try:
-                producer.produce(
-                    topic,
-                    key=profile.card_id.encode(),
-                    value=encode(profile),
-                    on_delivery=delivered,
-                )
+                producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered)
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 producer.poll(0.1)
         producer.poll(0)
+        sent += 1
     left = producer.flush(60)
     if failures or left:
         first = failures[0].str() if failures else "not acknowledged within 60 s"
         raise RuntimeError(
-            f"{len(failures) + left} of {profiles.height} card profiles were not published "
+            f"{len(failures) + left} of {sent} {what} were not published "
             f"to {topic}: {first}. Check the cluster (`riverbed kafka "
             "status`) and that the topic exists (`riverbed topics apply`)."
         )
-    return Published(profiles.height, topic)
+    return Published(sent, topic)
 
 
-def _rfc3339(moment: datetime) -> str:
+def rfc3339(moment: datetime) -> str:
+    """A UTC instant as the contracts write it: RFC 3339, microseconds, ``Z``."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

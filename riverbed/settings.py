@@ -217,6 +217,17 @@ class Settings(BaseSettings):
     profile_min_txns: int = Field(
         5, ge=1, description="A card gets a profile once it has this many transactions."
     )
+    baseline_window_days: int = Field(
+        14,
+        ge=1,
+        description="Device baselines cover the readings of this many days up to the "
+        "lake's newest reading.",
+    )
+    baseline_min_readings: int = Field(
+        30,
+        ge=1,
+        description="A device gets a baseline once it has this many readings in the window.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     @field_validator("home")

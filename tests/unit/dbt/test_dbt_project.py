@@ -28,6 +28,10 @@ MARTS = {
     "dim_cards": "table",
     "dim_merchants": "table",
     "fct_fraud_daily": "table",
+    "fct_iot__anomalies": "incremental",
+    "fct_iot__device_hourly": "incremental",
+    "fct_iot__device_uptime": "table",
+    "fct_iot__room_occupancy": "incremental",
 }
 # model -> its key; the key must carry a uniqueness and a not-null test
 KEYS = {
@@ -38,9 +42,19 @@ KEYS = {
     "agg_merchant_hourly": ["merchant_id", "hour_start"],
     "fct_fraud_daily": ["event_date", "rule"],
     "stg_payments__merchant_minute": ["merchant_id", "window_start"],
+    "fct_iot__anomalies": ["anomaly_id"],
+    "fct_iot__device_hourly": ["device_id", "hour_start"],
+    "fct_iot__device_uptime": ["device_id", "hour_start"],
+    "fct_iot__room_occupancy": ["room_id", "hour_start"],
+    "stg_iot__readings": ["reading_id"],
+    "stg_iot__room_state": ["reading_id"],
+    "stg_iot__device_window": ["device_id", "window_start"],
 }
 # the not-null tests of a view's key may sit on another model (e.g. its base: no dedup)
-NOT_NULL_ON: dict[str, str] = {}
+NOT_NULL_ON: dict[str, str] = {
+    "stg_iot__readings": "base_iot__readings",
+    "stg_iot__room_state": "base_iot__room_state",
+}
 
 
 @dataclass

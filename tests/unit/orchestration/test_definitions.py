@@ -1,6 +1,7 @@
 """The code location loads, and its graph connects topic → flow → lake → warehouse."""
 
 import dagster as dg
+import pytest
 
 from orchestration.definitions import defs
 
@@ -15,24 +16,37 @@ def test_definitions_load_and_validate() -> None:
         "lake_new_files",
         "lake_freshness",
         "card_profiles_after_build",
+        "device_baselines_after_build",
     }
     assert {s.name for s in definitions.schedules or []} == {
         "warehouse_every_5_minutes",
         "lake_upkeep_hourly",
         "card_profiles_hourly",
+        "device_baselines_hourly",
     }
 
 
-def test_card_profiles_come_from_the_lake_and_go_to_their_topic() -> None:
+@pytest.mark.parametrize(
+    ("feature", "lake", "topic", "job"),
+    [
+        (
+            "card_profiles",
+            "payments/transactions",
+            "payments_card_profiles",
+            "publish_card_profiles",
+        ),
+        ("device_baselines", "iot/readings", "iot_device_baselines", "publish_device_baselines"),
+    ],
+)
+def test_features_come_from_the_lake_and_go_to_their_topic(
+    feature: str, lake: str, topic: str, job: str
+) -> None:
     graph = defs().resolve_asset_graph()
     key = dg.AssetKey.from_user_string
-    profiles = graph.get(key("features/card_profiles"))
-    assert profiles.parent_keys == {
-        key("lake/payments/transactions"),
-        key("kafka/payments_card_profiles"),
-    }
-    job = defs().resolve_job_def("publish_card_profiles")
-    assert job.asset_layer.selected_asset_keys == {key("features/card_profiles")}
+    asset = graph.get(key(f"features/{feature}"))
+    assert asset.parent_keys == {key(f"lake/{lake}"), key(f"kafka/{topic}")}
+    selected = defs().resolve_job_def(job).asset_layer.selected_asset_keys
+    assert selected == {key(f"features/{feature}")}
 
 
 def test_lake_tables_are_delta_assets_with_their_upkeep() -> None:
