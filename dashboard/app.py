@@ -116,6 +116,7 @@ def render(snap: Snapshot) -> list[Any]:
         _table("newest-alerts", snap.newest_alerts or []),
         html.H2("busiest merchants, last 15 minutes of windows"),
         _table("busiest-merchants", snap.busiest_merchants or []),
+        *_iot(snap),
         html.H2("health"),
         html.H3("Kafka nodes"),
         _table("brokers", snap.brokers or []),
@@ -123,6 +124,32 @@ def render(snap: Snapshot) -> list[Any]:
         _table("flows", snap.flows_up or []),
         html.H3("firing alerts"),
         _table("firing", [_alert(a) for a in snap.firing or []]),
+    ]
+
+
+def _iot(snap: Snapshot) -> list[Any]:
+    """The IoT section, once an IoT flow has written readings."""
+    if snap.readings is None:
+        return []
+    return [
+        html.H2("IoT sensors"),
+        html.Div(
+            [
+                _stat("readings in the lake", _num(snap.readings), "readings"),
+                _stat("anomalies", _num(_total(snap.anomalies_by_rule)), "anomalies"),
+                _stat(
+                    "rooms occupied",
+                    _num(sum(1 for r in snap.rooms or [] if r["occupied"])),
+                    "rooms-occupied",
+                ),
+            ],
+            style={"display": "flex", "flexWrap": "wrap", "gap": "1em"},
+        ),
+        _graph("anomalies by rule", snap.anomalies_by_rule),
+        html.H3("rooms, latest state (CO2 joined with light and humidity)"),
+        _table("rooms", snap.rooms or []),
+        html.H3("newest anomalies"),
+        _table("newest-anomalies", snap.newest_anomalies or []),
     ]
 
 

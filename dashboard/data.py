@@ -36,6 +36,11 @@ class Snapshot:
     fraud_by_country: list[dict[str, Any]] | None = None
     fraud_by_mcc: list[dict[str, Any]] | None = None
     busiest_merchants: list[dict[str, Any]] | None = None
+    # The lake, IoT.
+    readings: int | None = None
+    anomalies_by_rule: dict[str, int] | None = None
+    newest_anomalies: list[dict[str, Any]] | None = None
+    rooms: list[dict[str, Any]] | None = None  # each room's latest joined state
     # Prometheus.
     events_in_per_s: float | None = None  # acknowledged by the cluster
     events_out_per_s: float | None = None  # into the lake
@@ -54,6 +59,7 @@ class Snapshot:
 def read_snapshot(settings: Settings) -> Snapshot:
     snap = Snapshot(taken_at=time.time())
     _read_lake(settings, snap)
+    _read_iot(settings, snap)
     _read_prometheus(settings, snap)
     return snap
 
@@ -104,6 +110,46 @@ def _read_lake(settings: Settings, snap: Snapshot) -> None:
                 select merchant_id, sum(txn_count) as txns, sum(amount_sum) as amount,
                        sum(alert_count) as alerts, max(window_start) as last_window
                 from recent group by 1 order by txns desc, merchant_id limit {TOP_MERCHANTS}
+                """,
+            )
+    finally:
+        con.close()
+
+
+def _read_iot(settings: Settings, snap: Snapshot) -> None:
+    """The IoT domain: readings, anomalies, and each room's latest joined state."""
+    tables = {
+        name: lake.scan_sql(settings.lake_dir, name, "iot")
+        for name in ("readings", "anomalies", "room_state")
+        if lake.table_exists(settings.lake_dir, name, "iot")
+    }
+    if "readings" not in tables:
+        return  # no IoT flow has run: the page leaves the section out
+    con = lake.connect_duckdb()
+    try:
+        snap.readings = con.sql(f"select count(*) from {tables['readings']}").fetchone()[0]
+        snap.anomalies_by_rule, snap.newest_anomalies = {}, []
+        if "anomalies" in tables:
+            anomalies = tables["anomalies"]
+            snap.anomalies_by_rule = dict(
+                con.sql(f"select rule, count(*) from {anomalies} group by 1 order by 1").fetchall()
+            )
+            snap.newest_anomalies = _rows(
+                con,
+                f"""
+                select detected_at, rule, device_id, room_id, metric, value, details
+                from {anomalies} order by detected_at desc, anomaly_id limit {FEED_SIZE}
+                """,
+            )
+        if "room_state" in tables:
+            snap.rooms = _rows(
+                con,
+                f"""
+                select room_id, event_time, co2_ppm, light_lux, humidity_pct, occupied
+                from {tables["room_state"]}
+                qualify row_number() over (partition by room_id
+                                           order by event_time desc, reading_id) = 1
+                order by room_id
                 """,
             )
     finally:

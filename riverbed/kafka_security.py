@@ -15,9 +15,11 @@ Users, and what their ACLs allow:
 
 ==========  ==================================================================
 admin       super user: the brokers among themselves, topics, ACLs, health, lag
-producer    write ``payments.transactions`` (and nothing else)
-flows       read ``payments.transactions``; write the alerts and dead-letter
-            topics; its consumer group; transactional ids under its group's name
+producer    write ``payments.transactions`` and ``iot.readings``, and the dead-letter
+            topics (``riverbed replay`` sends rows that break the contract there)
+flows       read ``payments.transactions``, ``iot.readings`` and the batch layer's
+            tables; write the alerts, anomalies and dead-letter topics; its consumer
+            group; transactional ids under its group's name
 ==========  ==================================================================
 
 Every Riverbed client picks its user by role (``Settings.kafka_client_config``),
@@ -69,6 +71,10 @@ from cryptography.x509.oid import NameOID
 from riverbed.files import write_atomically
 from riverbed.settings import Settings
 from riverbed.topics import (
+    IOT_ANOMALIES,
+    IOT_DEVICE_BASELINES,
+    IOT_DLQ,
+    IOT_READINGS,
     PAYMENTS_ALERTS,
     PAYMENTS_CARD_PROFILES,
     PAYMENTS_DLQ,
@@ -220,10 +226,17 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     topic, group = ResourceType.TOPIC, ResourceType.GROUP
     return [
         *allow("producer", topic, PAYMENTS_TRANSACTIONS, write, describe),
+        *allow("producer", topic, IOT_READINGS, write, describe),
+        *allow("producer", topic, PAYMENTS_DLQ, write, describe),
+        *allow("producer", topic, IOT_DLQ, write, describe),
         *allow("flows", topic, PAYMENTS_TRANSACTIONS, read, describe),
         *allow("flows", topic, PAYMENTS_CARD_PROFILES, read, describe),
         *allow("flows", topic, PAYMENTS_ALERTS, write, describe),
         *allow("flows", topic, PAYMENTS_DLQ, write, describe),
+        *allow("flows", topic, IOT_READINGS, read, describe),
+        *allow("flows", topic, IOT_DEVICE_BASELINES, read, describe),
+        *allow("flows", topic, IOT_ANOMALIES, write, describe),
+        *allow("flows", topic, IOT_DLQ, write, describe),
         *allow("flows", group, settings.consumer_group, read, describe),
         # flows.kit.kafka_outputs.transactional_id: "<group>/<topic>/<partition>"
         *allow(

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from riverbed import processes
 from riverbed.settings import Settings
-from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ, PAYMENTS_TRANSACTIONS
+from riverbed.topics import (
+    IOT_ANOMALIES,
+    IOT_DLQ,
+    IOT_READINGS,
+    PAYMENTS_ALERTS,
+    PAYMENTS_DLQ,
+    PAYMENTS_TRANSACTIONS,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # Only code under these folders changes what a flow does.
@@ -37,6 +44,12 @@ FLOWS: dict[str, FlowSpec] = {
         source_topic=PAYMENTS_TRANSACTIONS,
         output_topics=(PAYMENTS_ALERTS, PAYMENTS_DLQ),
         datasets=("transactions", "alerts", "merchant_minute"),
+    ),
+    "iot": FlowSpec(
+        domain="iot",
+        source_topic=IOT_READINGS,
+        output_topics=(IOT_ANOMALIES, IOT_DLQ),
+        datasets=("readings", "anomalies", "device_window", "room_state"),
     ),
 }
 

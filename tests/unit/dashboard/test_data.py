@@ -71,3 +71,61 @@ def test_the_snapshot_counts_what_the_lake_holds(tmp_path: Path) -> None:
     assert snap.events_in_per_s is None
     assert any("Prometheus" in p for p in snap.problems)
     assert render(snap)  # the page draws without Prometheus
+
+
+def test_the_iot_section_shows_readings_anomalies_and_each_rooms_latest_state(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(home=tmp_path, prometheus_port=free_port())
+    topic = "iot.readings"
+    app = lake.app_id(topic, 0)
+    base = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    readings = lake.TableWriter(settings.lake_dir, "readings", "iot")
+    readings.claim([app])
+    rows = [
+        {
+            "reading_id": f"r{i}",
+            "device_id": f"{room}-air",
+            "room_id": room,
+            "event_time": base + timedelta(seconds=10 * i),
+            "co2_ppm": 500.0 + i,
+            "late": False,
+            "_topic": topic,
+            "_partition": 0,
+            "_offset": i,
+        }
+        for i, room in enumerate(["a", "b"] * 20)
+    ]
+    table = pa.Table.from_pylist(rows, schema=lake.SCHEMAS["readings"])
+    readings.append(table, {app: 40})
+    states = lake.TableWriter(settings.lake_dir, "room_state", "iot")
+    state_rows = [
+        {
+            "room_id": r["room_id"],
+            "reading_id": r["reading_id"],
+            "device_id": r["device_id"],
+            "event_time": r["event_time"],
+            "co2_ppm": r["co2_ppm"],
+            "light_lux": 400.0 if r["_offset"] % 4 == 0 else 10.0,
+            "occupied": r["_offset"] % 4 == 0,
+            "_topic": topic,
+            "_partition": 0,
+            "_offset": r["_offset"],
+        }
+        for r in rows
+    ]
+    states.upsert(
+        pa.Table.from_pylist(state_rows, schema=lake.SCHEMAS["room_state"]), {}, keep_if=None
+    )
+
+    snap = read_snapshot(settings)
+
+    assert snap.readings == 40
+    assert snap.anomalies_by_rule == {} and snap.newest_anomalies == []
+    # The oracle: each room's newest state, with polars over the Delta table.
+    stored = pl.read_delta(str(lake.dataset_dir(settings.lake_dir, "room_state", "iot")))
+    newest = stored.sort("event_time").group_by("room_id").last().sort("room_id")
+    assert [(r["room_id"], r["co2_ppm"], r["occupied"]) for r in snap.rooms or []] == list(
+        newest.select("room_id", "co2_ppm", "occupied").iter_rows()
+    )
+    assert render(snap)

@@ -49,21 +49,27 @@ def test_features_come_from_the_lake_and_go_to_their_topic(
     assert selected == {key(f"features/{feature}")}
 
 
+TABLES = [
+    *(f"payments/{d}" for d in ("transactions", "alerts", "merchant_minute")),
+    *(f"iot/{d}" for d in ("readings", "anomalies", "device_window", "room_state")),
+]
+
+
 def test_lake_tables_are_delta_assets_with_their_upkeep() -> None:
     graph = defs().resolve_asset_graph()
     key = dg.AssetKey.from_user_string
-    for dataset in ("transactions", "alerts", "merchant_minute"):
-        table = graph.get(key(f"lake/payments/{dataset}"))
+    for table_name in TABLES:
+        table = graph.get(key(f"lake/{table_name}"))
         assert table.kinds == {"delta"}
         assert "Delta table" in (table.description or "")
         assert "manifest" not in (table.description or "")
-        assert table.metadata["path"] == f"lake/payments/{dataset}"
-        upkeep = graph.get(key(f"lake_upkeep/payments/{dataset}"))
-        assert upkeep.parent_keys == {key(f"lake/payments/{dataset}")}
+        assert table.metadata["path"] == f"lake/{table_name}"
+        upkeep = graph.get(key(f"lake_upkeep/{table_name}"))
+        assert upkeep.parent_keys == {key(f"lake/{table_name}")}
         assert upkeep.is_materializable
     job = defs().resolve_job_def("lake_upkeep")
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
-        f"lake_upkeep/payments/{d}" for d in ("transactions", "alerts", "merchant_minute")
+        f"lake_upkeep/{t}" for t in TABLES
     }
 
 
@@ -71,14 +77,22 @@ def test_lineage_reads_topic_flow_lake_models() -> None:
     graph = defs().resolve_asset_graph()
     key = dg.AssetKey.from_user_string
     assert key("kafka/payments_transactions") in graph.get(key("flows/payments")).parent_keys
-    for dataset in ("transactions", "alerts", "merchant_minute"):
-        assert graph.get(key(f"lake/payments/{dataset}")).parent_keys == {key("flows/payments")}
+    for table_name in TABLES:
+        domain = table_name.split("/")[0]
+        assert graph.get(key(f"lake/{table_name}")).parent_keys == {key(f"flows/{domain}")}
+    assert key("kafka/iot_readings") in graph.get(key("flows/iot")).parent_keys
     for mart, lake in (
         ("fct_transactions", "transactions"),
         ("fct_fraud_alerts", "alerts"),
         ("agg_merchant_hourly", "merchant_minute"),
     ):
         assert key(f"lake/payments/{lake}") in ancestors(graph, key(f"warehouse/{mart}"))
+    for mart, lake in (
+        ("fct_iot__device_hourly", "readings"),
+        ("fct_iot__anomalies", "anomalies"),
+        ("fct_iot__room_occupancy", "room_state"),
+    ):
+        assert key(f"lake/iot/{lake}") in ancestors(graph, key(f"warehouse/{mart}"))
 
 
 def ancestors(graph: object, asset: dg.AssetKey) -> set[dg.AssetKey]:
