@@ -37,6 +37,7 @@ class Day:
     ends: tuple[float, ...]
     people: tuple[int, ...]
     lights: tuple[tuple[float, float], ...]
+    moments: tuple[float, ...]  # when the number of people changes, sorted
 
 
 class Occupancy:
@@ -62,13 +63,10 @@ class Occupancy:
     def changes(self, room: int, after: float, until: float) -> list[float]:
         """The moments in (after, until) when the number of people changes."""
         moments: list[float] = []
-        day_index = math.floor(after / DAY_S)
-        while day_index * DAY_S < until:
-            day = self._day(room, day_index)
-            for start, end in zip(day.starts, day.ends, strict=True):
-                moments.extend(m for m in (start, end) if after < m < until)
-            day_index += 1
-        return sorted(moments)
+        for day_index in range(math.floor(after / DAY_S), math.floor(until / DAY_S) + 1):
+            day = self._day(room, day_index).moments
+            moments += day[bisect.bisect_right(day, after) : bisect.bisect_left(day, until)]
+        return moments
 
     def day(self, room: int, t: float) -> Day:
         return self._day(room, math.floor(t / DAY_S))
@@ -106,6 +104,7 @@ def plan_day(room: Room, day_index: int, rng: random.Random) -> Day:
         ends=tuple(v[1] for v in visits),
         people=tuple(v[2] for v in visits),
         lights=tuple(lights),
+        moments=tuple(sorted({m for s, e, _ in visits for m in (s, e)})),
     )
 
 
