@@ -41,7 +41,8 @@ class GeneratedReading(msgspec.Struct, frozen=True, gc=False):
       without the fault.
     - ``resent``: a byte-for-byte copy of an earlier reading (same ``reading_id``).
     - ``invalid_reason``: the kind of contract violation (see
-      :data:`producers.iot.wire.INVALID_KINDS`), for a malformed message.
+      :data:`producers.iot.wire.INVALID_KINDS`), for a malformed message; its other
+      labels are those of the reading it was made from, sent at the same moment.
     """
 
     key: bytes

@@ -5,15 +5,20 @@ consumer reads back readings the contract accepts, none from the future."""
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
+import threading
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 import pytest
 
-from producers.iot import IotConfig, IotGenerator
+from producers.iot import IotConfig, IotGenerator, produce_iot
 from producers.kafka_loop import produce, producer_config
+from riverbed import prometheus
 from riverbed.contracts.iot import InvalidEvent, decode_reading
 from riverbed.settings import Settings
 from riverbed.topics import IOT_READINGS, KEY_PARTITIONER, PRODUCER_DEFAULTS, topic
@@ -83,3 +88,27 @@ def test_what_is_sent_is_what_a_consumer_reads_back(kafka_settings: Settings) ->
     for device, sent in itertools.groupby(sorted(readings, key=lambda r: r.key), lambda r: r.key):
         got = [v for _, _, k, v, _ in records if k == device]
         assert got == [r.value for r in sent], device
+
+
+def test_the_producer_serves_its_metrics_while_it_runs(kafka_settings: Settings) -> None:
+    target = prometheus.home(kafka_settings) / "targets" / "producer" / f"iot-{os.getpid()}.json"
+    run = threading.Thread(
+        target=produce_iot,
+        args=(kafka_settings,),
+        kwargs={"rate": 100, "count": 500, "duration": None, "seed": 3, "serve_metrics": True},
+    )
+    run.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not target.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (address,) = json.loads(target.read_text())[0]["targets"]
+        time.sleep(1.0)  # some sent by then
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as page:
+            scraped = page.read().decode()
+    finally:
+        run.join(60)
+    sent = re.search(r'^riverbed_producer_sent_total\{topic="iot.readings"\} (\S+)$', scraped, re.M)
+    assert sent is not None and float(sent.group(1)) > 0, scraped
+    assert 'riverbed_producer_target_rate_events_per_second{topic="iot.readings"} 100.0' in scraped
+    assert not target.exists()  # unregistered at the end
