@@ -34,9 +34,11 @@ DAY_S: Final = 86_400.0
 class IotConfig:
     """How big the building is, how often devices report, and how often things go wrong.
 
-    Shares are of the messages published; episode rates are per device and per day of
-    event time (at the defaults and 8 rooms: about 100 spikes, one drift, five flat
-    lines, seven dropouts and one skewed clock a day, over 207,000 readings).
+    ``invalid_share`` and ``duplicate_share`` are of the messages published,
+    ``spike_share`` of the readings of devices in no episode; episode rates are per
+    device and per day of event time (at the defaults and 8 rooms: about 100 spikes,
+    one drift, five flat lines, seven dropouts and one skewed clock a day, over 207,000
+    readings).
     """
 
     rooms: int = 8

@@ -20,7 +20,7 @@ from producers.iot.occupancy import HOUR, Occupancy
 OUTDOOR_CO2_PPM: Final = 420.0
 _HEAT_PER_PERSON_C: Final = 0.15
 _HEAT_TAU_S: Final = 2400.0
-_MOISTURE_PER_PERSON_PCT: Final = 0.6
+_MOISTURE_PER_PERSON_PCT: Final = 0.8
 _MOISTURE_TAU_S: Final = 1200.0
 _DARK_LUX: Final = 1.5  # what a lux meter reads in a dark room: a little, never a flat 0
 
@@ -68,11 +68,8 @@ class RoomAir:
 
     def humidity_pct(self) -> float:
         hour = (self._t % DAY_S) / HOUR
-        return (
-            self.room.humidity_pct
-            + 3.0 * math.cos(2 * math.pi * (hour - 5) / 24)
-            + (self._moisture)
-        )
+        diurnal = 1.5 * math.cos(2 * math.pi * (hour - 5) / 24)
+        return self.room.humidity_pct + diurnal + self._moisture
 
     def light_lux(self) -> float:
         """Lamps when they are on, plus daylight between 6:00 and 18:00, plus the dark."""

@@ -73,6 +73,8 @@ INDOORS = {
 # Far from the neighbours: beyond anything a room does within a minute (a lamp
 # switching is about 650 lux; a crowd raises CO2 by tens of ppm a minute).
 FAR = {"temperature_c": 5.0, "humidity_pct": 15.0, "light_lux": 500.0, "co2_ppm": 1500.0}
+# Near the neighbours: within what a room does in a minute (a lamp switching included).
+NEAR = {"temperature_c": 1.0, "humidity_pct": 3.0, "light_lux": 700.0, "co2_ppm": 150.0}
 
 
 def one_day(config: IotConfig, seed: int) -> tuple[IotGenerator, list[GeneratedReading]]:
@@ -200,8 +202,10 @@ def test_noise_comes_at_the_configured_shares(stream: list[GeneratedReading]) ->
     n = len(stream)
     assert sum(not r.valid for r in stream) / n == pytest.approx(FAULTY.invalid_share, rel=0.2)
     assert sum(r.resent for r in stream) / n == pytest.approx(FAULTY.duplicate_share, rel=0.2)
-    spikes = sum(r.fault in (SPIKE_RANGE, SPIKE_BASELINE) for r in firsts(stream))
-    assert spikes / len(firsts(stream)) == pytest.approx(FAULTY.spike_share, rel=0.3)
+    # Spikes land only on devices in no episode: a share of those readings.
+    free = [r for r in firsts(stream) if r.fault not in EPISODE_KINDS]
+    spikes = sum(r.fault in (SPIKE_RANGE, SPIKE_BASELINE) for r in free)
+    assert spikes / len(free) == pytest.approx(FAULTY.spike_share, rel=0.25)
 
 
 def test_a_resent_reading_repeats_an_earlier_one_byte_for_byte(
@@ -250,8 +254,9 @@ def test_devices_report_every_interval_except_where_they_dropped_out(
 
 
 def test_a_skewed_clock_shifts_event_time_by_a_constant(stream: list[GeneratedReading]) -> None:
-    """Readings are sent in time order: a skewed reading's event time stands apart from
-    those of the unskewed readings sent just before it, by the same tens of seconds."""
+    """Readings are sent in time order, so a skewed reading's event time minus that of
+    the last unskewed reading sent before it is the skew plus the (short) wait between
+    the two: constant but for at most one interval, tens of seconds either way."""
     offsets: dict[int, list[float]] = defaultdict(list)
     last_unskewed: float | None = None
     for r in firsts(stream):
@@ -262,9 +267,8 @@ def test_a_skewed_clock_shifts_event_time_by_a_constant(stream: list[GeneratedRe
             offsets[r.fault_id].append(wire_time(r) - last_unskewed)
     assert len(offsets) >= 4
     for episode in offsets.values():
-        middle = statistics.median(episode)
-        assert 15.0 <= abs(middle) <= 95.0
-        assert all(abs(offset - middle) < 5.0 for offset in episode)
+        assert 10.0 <= abs(min(episode)) <= 100.0
+        assert max(episode) - min(episode) <= INTERVAL + 2 * JITTER
 
 
 # --- flat lines, spikes, drift --------------------------------------------------------------
@@ -284,9 +288,11 @@ def test_a_flat_line_repeats_the_exact_same_values(stream: list[GeneratedReading
         assert len(readings) >= 17 or last_ends_the_day  # three minutes at least
 
 
-def test_no_value_repeats_for_a_minute_outside_a_flat_line(stream: list[GeneratedReading]) -> None:
-    """Six equal values in a row (a minute) are never normal: among the readings of a
-    run of one value, at most five lie outside a flat line."""
+def test_no_value_repeats_for_two_minutes_outside_a_flat_line(
+    stream: list[GeneratedReading],
+) -> None:
+    """Twelve equal values in a row (two minutes) are never normal: among the readings
+    of a run of one value, at most eleven lie outside a flat line."""
     for readings in by_device(stream).values():
         for metric in values(readings[0]):
             unlabelled, last = 0, None
@@ -295,7 +301,7 @@ def test_no_value_repeats_for_a_minute_outside_a_flat_line(stream: list[Generate
                 if value != last:
                     unlabelled, last = 0, value
                 unlabelled += r.fault != FLATLINE
-                assert unlabelled < 6, r
+                assert unlabelled < 12, r
 
 
 def neighbours(readings: list[GeneratedReading], i: int, metric: str) -> float:
@@ -320,7 +326,7 @@ def test_spikes_are_where_their_labels_say(stream: list[GeneratedReading]) -> No
             else:
                 assert low <= value <= high, r
                 assert abs(value - usual) >= FAR[r.metric], (r, usual)
-            assert r.clean is not None and abs(r.clean - usual) < FAR[r.metric] / 2
+            assert r.clean is not None and abs(r.clean - usual) < NEAR[r.metric]
     assert kinds[SPIKE_RANGE] >= 20 and kinds[SPIKE_BASELINE] >= 20
 
 
@@ -344,7 +350,9 @@ def test_a_drift_grows_for_hours_and_is_gone_after(stream: list[GeneratedReading
             continue  # still drifting when the day ended
         whole += 1
         assert readings[-1].true_time - readings[0].true_time >= 2 * 3600 - INTERVAL
-        if metric != "light_lux":  # lamps may switch just then
+        # The next reading shows the offset gone, unless it is itself off (a spike, a
+        # new drift, a reading after minutes of silence) or lamps may have switched.
+        if metric != "light_lux" and after[0].fault in (None, FLATLINE, CLOCK_SKEW):
             jump = values(readings[-1])[metric] - values(after[0])[metric]
             assert jump == pytest.approx(offsets[-1], abs=0.25 * abs(offsets[-1]))
     assert whole >= 4
@@ -410,12 +418,18 @@ def test_people_raise_co2_and_empty_rooms_air_out(
 def test_people_raise_humidity_a_little(
     quiet_day: tuple[IotGenerator, list[GeneratedReading]],
 ) -> None:
+    """In daytime, in each room, readings after half an hour of people are damper than
+    after half an hour without (moisture takes a while to come and go)."""
     gen, readings = quiet_day
+
+    def settled(r: GeneratedReading) -> bool:
+        return all(gen.occupied(r.room_id, r.true_time - s) == r.occupied for s in (900, 1800))
+
     for room in gen.rooms:
         daytime = [
             r
             for r in readings
-            if r.room_id == room.room_id and 8 <= (r.true_time - START) / 3600 < 19
+            if r.room_id == room.room_id and 8 <= (r.true_time - START) / 3600 < 19 and settled(r)
         ]
         occupied, empty = by_occupancy(daytime, "humidity_pct")
         assert 0.5 < statistics.mean(occupied) - statistics.mean(empty) < 8.0, room
