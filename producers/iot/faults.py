@@ -20,7 +20,7 @@ from riverbed.contracts.iot import RANGES
 PLAUSIBLE: Final[dict[str, tuple[float, float]]] = {
     "temperature_c": (10.0, 35.0),
     "humidity_pct": (15.0, 85.0),
-    "light_lux": (0.0, 3000.0),
+    "light_lux": (0.0, 5000.0),
     "co2_ppm": (350.0, 5000.0),
 }
 
@@ -28,16 +28,17 @@ PLAUSIBLE: Final[dict[str, tuple[float, float]]] = {
 _IMPLAUSIBLE: Final[dict[str, tuple[tuple[float, float], ...]]] = {
     "temperature_c": ((-40.0, 0.0), (50.0, 125.0)),
     "humidity_pct": ((0.0, 8.0), (92.0, 100.0)),
-    "light_lux": ((20_000.0, 200_000.0),),
+    "light_lux": ((25_000.0, 200_000.0),),
     "co2_ppm": ((8_000.0, 40_000.0),),
 }
 
 # How far a baseline spike lands from the value the device would have read, at least
-# (and up to 1.5 times that): many times the readings' own spread in any hour.
+# (and up to 1.4 times that): beyond four standard deviations of the device's readings
+# in any hour of day, even an hour when lamps go on and off or CO2 climbs.
 SPIKE_MIN_DEVIATION: Final[dict[str, float]] = {
     "temperature_c": 6.0,
     "humidity_pct": 20.0,
-    "light_lux": 1200.0,
+    "light_lux": 2500.0,
     "co2_ppm": 2000.0,
 }
 
@@ -54,7 +55,7 @@ _DRIFTS_UP: Final = frozenset({"light_lux", "co2_ppm"})
 # How long an episode lasts, in seconds of event time: (least, most).
 DURATION_S: Final[dict[str, tuple[float, float]]] = {
     DRIFT: (2 * 3600.0, 8 * 3600.0),
-    FLATLINE: (180.0, 900.0),
+    FLATLINE: (360.0, 1200.0),
     DROPOUT: (180.0, 900.0),
     CLOCK_SKEW: (3600.0, 6 * 3600.0),
 }
@@ -68,8 +69,8 @@ def spike_value(rng: random.Random, kind: str, metric: str, clean: float) -> flo
         return round(rng.uniform(low, high), 2)
     least = SPIKE_MIN_DEVIATION[metric]
     low, high = PLAUSIBLE[metric]
-    up = clean + rng.uniform(least, 1.5 * least)
-    down = clean - rng.uniform(least, 1.5 * least)
+    up = clean + rng.uniform(least, 1.4 * least)
+    down = clean - rng.uniform(least, 1.4 * least)
     # Up where there is room above, else down; normal readings leave room on one side.
     candidates = [v for v in (up, down) if low <= v <= high] or [min(up, high)]
     return round(rng.choice(candidates), 2)

@@ -59,7 +59,9 @@ from producers.iot.occupancy import Occupancy
 from producers.iot.physics import RoomAir
 from producers.iot.wire import INVALID_KINDS, corrupt, encode, reading_fields
 
-_RESEND_RING: Final = 512
+# A resend repeats one of about the last 20 readings of its device (the flow
+# recognises a resend among a device's last 64).
+_RESENDS_FROM_LAST: Final = 20
 # Sensor noise (one standard deviation) and the decimals a device sends.
 _NOISE: Final[dict[str, float]] = {
     "temperature_c": 0.04,
@@ -115,7 +117,7 @@ class IotGenerator:
         self._next_episode = [
             {kind: self._episode_due(kind, self.start) for kind in EPISODE_KINDS} for _ in range(n)
         ]
-        self._recent: deque[GeneratedReading] = deque(maxlen=_RESEND_RING)
+        self._recent: deque[GeneratedReading] = deque(maxlen=_RESENDS_FROM_LAST * n)
         # Malformed messages and resends are drawn per reading, sized so that they
         # come out at their configured shares of everything published.
         readings_share = 1.0 - config.invalid_share - config.duplicate_share

@@ -211,15 +211,19 @@ def test_noise_comes_at_the_configured_shares(stream: list[GeneratedReading]) ->
 def test_a_resent_reading_repeats_an_earlier_one_byte_for_byte(
     stream: list[GeneratedReading],
 ) -> None:
+    """... and recently: among its device's last 64 readings, where the flow looks."""
     seen: dict[str, bytes] = {}
+    device_ids: dict[str, list[str]] = defaultdict(list)
     resent = 0
     for r in stream:
         if r.resent:
             resent += 1
             assert seen[r.reading_id] == r.value
+            assert r.reading_id in device_ids[r.device_id][-64:]
         elif r.valid:
             assert r.reading_id not in seen
             seen[r.reading_id] = r.value
+            device_ids[r.device_id].append(r.reading_id)
     assert resent > 0
 
 
@@ -247,7 +251,8 @@ def test_devices_report_every_interval_except_where_they_dropped_out(
             gap = wire_time(after) - wire_time(before)
             if after.fault == DROPOUT:
                 dropouts += 1
-                assert gap >= 180.0, after  # several minutes of silence
+                # Minutes of silence: more than the flow's dropout rule needs (120 s).
+                assert gap >= 180.0, after
             else:
                 assert INTERVAL - 2 * JITTER <= gap <= INTERVAL + 2 * JITTER, (before, after)
     assert dropouts >= 20
@@ -284,8 +289,9 @@ def test_a_flat_line_repeats_the_exact_same_values(stream: list[GeneratedReading
     for readings in episodes.values():
         assert len({r.device_id for r in readings}) == 1
         assert len({json.dumps(values(r), sort_keys=True) for r in readings}) == 1
-        last_ends_the_day = readings[-1].true_time > START + DAY - 900
-        assert len(readings) >= 17 or last_ends_the_day  # three minutes at least
+        last_ends_the_day = readings[-1].true_time > START + DAY - 1200
+        # The 30 equal readings in a row the flow's flatline rule asks for by default.
+        assert len(readings) >= 30 or last_ends_the_day
 
 
 def test_no_value_repeats_for_two_minutes_outside_a_flat_line(
@@ -355,7 +361,7 @@ def test_a_drift_grows_for_hours_and_is_gone_after(stream: list[GeneratedReading
         if metric != "light_lux" and after[0].fault in (None, FLATLINE, CLOCK_SKEW):
             jump = values(readings[-1])[metric] - values(after[0])[metric]
             assert jump == pytest.approx(offsets[-1], abs=0.25 * abs(offsets[-1]))
-    assert whole >= 4
+    assert whole >= 2
 
 
 def test_episodes_come_at_about_their_rates(
