@@ -8,12 +8,29 @@ delivered once, when the broker acknowledged it, and never before.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from producers.kafka_loop import SendCounts
+from riverbed import prometheus
+from riverbed.settings import Settings
+
+
+@contextlib.contextmanager
+def serving(
+    settings: Settings, counts: SendCounts, *, domain: str, topic: str, rate: float
+) -> Iterator[None]:
+    """Serve a producer's metrics to Prometheus for the block, registered as the target
+    ``<domain>-<pid>`` of the ``producer`` job (what ``riverbed produce`` does)."""
+    registry = CollectorRegistry()
+    registry.register(ProducerCollector(counts, topic, rate))
+    with prometheus.serving(settings, "producer", f"{domain}-{os.getpid()}", registry):
+        yield
 
 
 class ProducerCollector(Collector):

@@ -3,6 +3,7 @@
     riverbed kafka start|stop|status|restart [--brokers N] [--secure] [--rolling]
     riverbed topics apply|describe
     riverbed produce payments [--rate N] [--count N | --duration S] [--seed S]
+    riverbed produce iot [--rate N] [--count N | --duration S] [--seed S] [--rooms N]
     riverbed flow run payments|iot [--processes N] [--no-recovery]
     riverbed replay <domain> FILE.csv --time-column C [--map column=field ...]
                     [--set field=value ...] [--speed X | --as-fast-as-possible]
@@ -26,7 +27,10 @@ from riverbed.settings import Settings, load_settings
 
 # Domains a producer or flow exists for; the modules are imported on demand
 # because riverbed/ must not depend on producers/ or flows/ at import time.
-PRODUCERS = {"payments": "producers.payments:produce_payments"}
+PRODUCERS = {
+    "payments": "producers.payments:produce_payments",
+    "iot": "producers.iot:produce_iot",
+}
 FLOWS = {"payments": "flows.payments:run_flow", "iot": "flows.iot:run_flow"}
 
 
@@ -108,6 +112,10 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     produce = _load(PRODUCERS[args.domain])
     logging.getLogger("riverbed.producer").setLevel(logging.INFO)
+    if args.rooms is not None and args.domain != "iot":
+        print(f"riverbed produce {args.domain}: --rooms is for iot", file=sys.stderr)
+        return 2
+    rooms = {} if args.rooms is None else {"rooms": args.rooms}
     summary = produce(
         settings,
         rate=args.rate,
@@ -115,6 +123,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         duration=args.duration,
         seed=args.seed,
         serve_metrics=True,
+        **rooms,
     )
     print(summary.line())  # type: ignore[attr-defined]
     return 0 if summary.ok else 1  # type: ignore[attr-defined]
@@ -184,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--count", type=int, help="stop after this many events")
     stop.add_argument("--duration", type=float, help="stop after this many seconds")
     produce.add_argument("--seed", type=int, help="same seed, same events")
+    produce.add_argument(
+        "--rooms", type=int, help="iot: rooms of the simulated building, 3 devices each (8)"
+    )
     produce.set_defaults(func=cmd_produce)
 
     flow = sub.add_parser("flow", help="run a Bytewax dataflow")

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
 import time
-from dataclasses import replace
 
-from prometheus_client import CollectorRegistry
-
-from producers.kafka_loop import (
-    ProduceSummary,
-    ProgressCallback,
-    SendCounts,
-    produce,
-    producer_config,
-)
-from producers.metrics import ProducerCollector
+from producers.kafka_loop import ProduceSummary, ProgressCallback
 from producers.payments.generator import PaymentsGenerator
 from producers.payments.population import GeneratorConfig
-from riverbed import prometheus
+from producers.runner import publish_generated
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
 
@@ -60,24 +48,19 @@ def produce_payments(
         config, seed=seed, start=time.time(), rate=nominal, wall_clock=time.time
     )
     log.info("producing payments to %s with seed %d", topic, seed)
-    counts = SendCounts()
-    with contextlib.ExitStack() as serving:
-        if serve_metrics:
-            registry = CollectorRegistry()
-            registry.register(ProducerCollector(counts, topic, events_per_s))
-            name = f"payments-{os.getpid()}"
-            serving.enter_context(prometheus.serving(settings, "producer", name, registry))
-        summary = produce(
-            generator.pairs(),
-            topic=topic,
-            config=producer_config(settings, producer_overrides),
-            rate=events_per_s if events_per_s > 0 else None,
-            count=count,
-            duration=duration,
-            progress=progress,
-            counts=counts,
-        )
-    return replace(summary, seed=seed)
+    return publish_generated(
+        settings,
+        generator.pairs(),
+        domain="payments",
+        topic=topic,
+        seed=seed,
+        rate=events_per_s,
+        count=count,
+        duration=duration,
+        progress=progress,
+        producer_overrides=producer_overrides,
+        serve_metrics=serve_metrics,
+    )
 
 
 def _warn_if_cards_cannot_rest(config: GeneratorConfig, events_per_s: float) -> None:
