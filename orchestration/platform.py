@@ -8,7 +8,7 @@ Steps, each idempotent so a second ``make run`` resumes where the first stopped:
    ``dagster dev``) with its home under ``RIVERBED_HOME``;
 3. through Dagster: the topic assets (reconciling the topics) and the flow assets
    (deploying the flows as processes of their own);
-4. the payments producer at a modest rate.
+4. the payments producer at a modest rate, and the IoT sensors (the last day, then live).
 
 Ctrl-C (or SIGTERM) stops the producer, the flows (they resume from their
 recovery store next time), Dagster, and the broker if this run started it.
@@ -63,6 +63,10 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 class Child:
     name: str
     process: subprocess.Popen[bytes]
+
+
+# Readings/s while `make run` replays the sensors' last day (then 2.4/s, live).
+IOT_CATCH_UP_RATE = 50
 
 
 def say(message: str) -> None:
@@ -236,6 +240,11 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
             produce = [sys.executable, "-m", "riverbed.cli", "produce", "payments"]
             children.append(spawn("producer", produce, settings))
             say(f"producing to {settings.bootstrap_servers} at {settings.producer_rate:g} events/s")
+            # The building's sensors: the last day replayed at IOT_CATCH_UP_RATE, then live.
+            sensors = [sys.executable, "-m", "riverbed.cli", "produce", "iot"]
+            sensors += ["--rate", str(IOT_CATCH_UP_RATE)]
+            children.append(spawn("sensors", sensors, settings))
+            say("sensor readings: the last day of 8 rooms replayed, then live")
         say(f"lake: {settings.lake_dir}; warehouse: {settings.warehouse_path}")
         say("press Ctrl-C to stop everything")
         while all(c.process.poll() is None for c in children):

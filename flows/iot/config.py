@@ -20,6 +20,18 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
     "co2_ppm": (350.0, 5_000.0),
 }
 
+# The smallest spread the `baseline` rule divides by, per measurement. A baseline hour
+# computed from quiet history (a few similar days, an empty room) can have a spread
+# far below what rooms do from one day to the next (a meeting, clouds, the heating):
+# judged by it, ordinary readings would be "many deviations" off. These are about a
+# sensor's accuracy plus a room's ordinary day-to-day swing.
+SPREAD_FLOOR: dict[str, float] = {
+    "temperature_c": 1.0,
+    "humidity_pct": 3.0,
+    "light_lux": 200.0,
+    "co2_ppm": 150.0,
+}
+
 
 @dataclass(frozen=True)
 class IotConfig:
@@ -27,6 +39,7 @@ class IotConfig:
     window_us: int = 5 * MINUTE_US
     hop_us: int = MINUTE_US
     plausible: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(PLAUSIBLE))
+    spread_floor: dict[str, float] = field(default_factory=lambda: dict(SPREAD_FLOOR))
     baseline_sigmas: float = 4.0
     baseline_min_readings: int = 10
     flatline_readings: int = 30

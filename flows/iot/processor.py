@@ -11,11 +11,12 @@ The rules (each anomaly names its rule, measurement and value):
 - ``range``: a measurement outside what a room can plausibly have
   (:data:`flows.iot.config.PLAUSIBLE`; the contract already refused what no sensor
   can report);
-- ``baseline``: a measurement more than ``baseline_sigmas`` standard deviations from
-  its device's baseline for that hour of day (the stream-table join with
+- ``baseline``: a measurement more than ``baseline_sigmas`` standard deviations (at
+  least :data:`~flows.iot.config.SPREAD_FLOOR`) from its device's baseline for that
+  hour of day (the stream-table join with
   ``iot.device_baselines``, :class:`flows.kit.keyed_table.KeyedTable`); a device, hour
-  or measurement without a baseline of ``baseline_min_readings`` readings and some
-  spread is not judged by it;
+  or measurement without a baseline of ``baseline_min_readings`` readings is not
+  judged by it;
 - ``flatline``: ``flatline_readings`` identical values of a measurement in a row (one
   anomaly per run); a light meter reading 0 lux is a dark room, not a stuck sensor;
 - ``dropout``: a gap of more than ``dropout_us`` in a device's event times, found at
@@ -263,8 +264,9 @@ class DeviceProcessor:
                 out.append((RANGE, metric, v, score, f"plausible {low:g}..{high:g}"))
             elif hour is not None:
                 b = getattr(hour, metric)
-                if b is not None and b.std and b.count >= cfg.baseline_min_readings:
-                    z = abs(v - b.mean) / b.std
+                if b is not None and b.std is not None and b.count >= cfg.baseline_min_readings:
+                    spread = max(b.std, cfg.spread_floor[metric])
+                    z = abs(v - b.mean) / spread
                     if z > cfg.baseline_sigmas:
                         details = f"hour {hour.hour}: mean {b.mean:.4g}, sd {b.std:.4g}"
                         out.append((BASELINE, metric, v, round(z, 3), details))
