@@ -124,17 +124,7 @@ def produce(
     if rate is not None and rate < 0:
         raise ValueError("rate must be >= 0 (0: as fast as possible)")
     counts = counts if counts is not None else SendCounts()
-    deliveries = _DeliveryCounter(counts)
-    stop = _StopRequest()
-    producer = Producer(
-        {
-            **config,
-            "on_delivery": deliveries.on_delivery,
-            "delivery.report.only.error": True,
-            "error_cb": stop.on_client_error,
-        }
-    )
-    counts.in_flight = producer.__len__
+    producer, deliveries, stop = counting_producer(config, counts)
     pairs = _as_pairs(messages)
     if count is not None:
         pairs = islice(pairs, count)
@@ -151,7 +141,7 @@ def produce(
             report=report,
             counts=counts,
         )
-    undelivered = _flush(producer, flush_timeout_s, stop)
+    undelivered = flush_remaining(producer, flush_timeout_s, stop)
     elapsed = time.monotonic() - started
     summary = ProduceSummary(
         topic=topic,
@@ -168,6 +158,25 @@ def produce(
     return summary
 
 
+def counting_producer(
+    config: Mapping[str, str], counts: SendCounts
+) -> tuple[Producer, DeliveryCounter, StopRequest]:
+    """A producer whose failed deliveries are counted in ``counts`` and whose fatal client
+    errors (an authorization refused) ask the sending loop to stop."""
+    deliveries = DeliveryCounter(counts)
+    stop = StopRequest()
+    producer = Producer(
+        {
+            **config,
+            "on_delivery": deliveries.on_delivery,
+            "delivery.report.only.error": True,
+            "error_cb": stop.on_client_error,
+        }
+    )
+    counts.in_flight = producer.__len__
+    return producer, deliveries, stop
+
+
 # --- the loop ----------------------------------------------------------------------------
 
 
@@ -179,7 +188,7 @@ def _send_all(
     rate: float | None,
     count: int | None,
     duration: float | None,
-    stop: _StopRequest,
+    stop: StopRequest,
     report: _Progress,
     counts: SendCounts,
 ) -> tuple[int, float, str]:
@@ -247,7 +256,7 @@ def produce_when_room(
             producer.poll(_BUFFER_FULL_POLL_S)
 
 
-def _sleep_until(when: float, stop: _StopRequest) -> None:
+def _sleep_until(when: float, stop: StopRequest) -> None:
     while not stop.requested:
         remaining = when - time.monotonic()
         if remaining <= 0:
@@ -255,7 +264,7 @@ def _sleep_until(when: float, stop: _StopRequest) -> None:
         time.sleep(min(remaining, _MAX_SLEEP_S))
 
 
-def _flush(producer: Producer, timeout_s: float, stop: _StopRequest) -> int:
+def flush_remaining(producer: Producer, timeout_s: float, stop: StopRequest) -> int:
     """Wait for what is in flight; return how many messages are still undelivered.
 
     When the cluster refused the producer (wrong credentials), nothing in flight can
@@ -304,7 +313,7 @@ class SendCounts:
         return self.sent - self.failed - self.in_flight()
 
 
-class _DeliveryCounter:
+class DeliveryCounter:
     def __init__(self, counts: SendCounts) -> None:
         self.first_error: str | None = None
         self._counts = counts
@@ -355,7 +364,7 @@ class _Progress:
         self._last_at, self._last_sent = now, sent
 
 
-class _StopRequest:
+class StopRequest:
     """Ctrl-C or SIGTERM while sending: finish the chunk, flush, summarise.
 
     A second Ctrl-C raises KeyboardInterrupt as usual.

@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Protocol
 
 import msgspec
-from confluent_kafka import Producer
 
 from producers.kafka_loop import (
     ProgressCallback,
     SendCounts,
-    _DeliveryCounter,
-    _flush,
-    _StopRequest,
+    counting_producer,
+    flush_remaining,
     produce_when_room,
     producer_config,
 )
@@ -387,15 +385,8 @@ def replay(
         progress_interval_s=progress_interval_s,
     )
     counts = SendCounts()
-    deliveries = _DeliveryCounter(counts)
-    stop = _StopRequest()
-    producer = Producer(
-        {
-            **producer_config(settings, producer_overrides),
-            "on_delivery": deliveries.on_delivery,
-            "delivery.report.only.error": True,
-            "error_cb": stop.on_client_error,
-        }
+    producer, deliveries, stop = counting_producer(
+        producer_config(settings, producer_overrides), counts
     )
 
     def send(message: Outgoing) -> None:
@@ -414,7 +405,7 @@ def replay(
             stopped_by = replayer.run(send, producer.poll, stop)
         except KeyboardInterrupt:  # outside the main thread, Ctrl-C arrives as this
             stopped_by = "interrupted"
-    undelivered = _flush(producer, flush_timeout_s, stop)
+    undelivered = flush_remaining(producer, flush_timeout_s, stop)
     return replayer.summary(
         clock.monotonic() - started,
         "refused" if stop.refused else stopped_by,
