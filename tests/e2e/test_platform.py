@@ -1,10 +1,11 @@
 """The whole platform, headless: `python -m orchestration.platform` as `make run` starts it.
 
 The platform runs against the test session's broker, with Dagster's web UI and
-daemon on a free port. The test publishes 20,000 events itself, then waits
-(bounded) until the warehouse marts hold them, and asks Dagster, through its
-GraphQL API, whether the assets materialized and their checks passed. A second
-test opens the UI's asset graph in headless Chromium.
+daemon on a free port. The test publishes 20,000 transactions and 3,000 sensor
+readings itself, then waits (bounded) until the warehouse marts of both domains
+hold them, and asks Dagster, through its GraphQL API, whether the assets
+materialized and their checks passed. Other tests open the UI's asset graph and
+the dashboard in headless Chromium.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import duckdb
 import pytest
 
 from orchestration.lib.webserver import graphql
+from producers.iot import produce_iot
 from producers.payments import produce_payments
 from riverbed import lake, prometheus
 from riverbed.broker import LocalCluster
@@ -39,6 +41,7 @@ from tests.support.monitoring import grafana_metrics, query
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 EVENTS = 20_000
 FRAUD_EVENTS = 3_000
+READINGS = 3_000
 WAIT_S = 420
 # Screenshots and pages of the end-to-end run, kept after it.
 ARTIFACTS = TEST_HOME / "artifacts"
@@ -102,12 +105,13 @@ def wait_until_deployed(settings: Settings, process: subprocess.Popen[bytes], lo
     pytest.fail(f"the platform did not come up within 240 s:\n{log.read_text()[-4000:]}")
 
 
-def warehouse_count(settings: Settings, table: str) -> int | None:
-    """Rows in a mart of the read copy each build publishes (what the README tells people
-    to query), or None before the first build published it."""
+def warehouse_count(settings: Settings, table: str, what: str = "count(*)") -> int | None:
+    """``what`` (rows) of a mart of the read copy each build publishes (what the README
+    tells people to query), or None before the first build published it."""
     try:
         with duckdb.connect(str(settings.warehouse_read_path), read_only=True) as con:
-            return int(con.execute(f"select count(*) from {table}").fetchone()[0])  # type: ignore[index]
+            found = con.execute(f"select {what} from {table}").fetchone()[0]  # type: ignore[index]
+            return None if found is None else int(found)
     except duckdb.Error:
         return None
 
@@ -122,6 +126,9 @@ def test_events_reach_the_marts_and_dagster_reports_them(platform: Settings) -> 
     # Live events span too little event time for a fraud pattern to complete; these
     # (event times spread over the past ~2 minutes) raise alerts.
     produce(platform, generate(FRAUD_EVENTS, seed=12))
+    # The IoT flow Dagster deployed beside it: four rooms' recent past, all at once.
+    readings = produce_iot(platform, rate=0, count=READINGS, duration=None, seed=13, rooms=4)
+    assert readings.ok and readings.sent == READINGS
 
     deadline = time.monotonic() + WAIT_S
     rows = None
@@ -131,6 +138,12 @@ def test_events_reach_the_marts_and_dagster_reports_them(platform: Settings) -> 
             break
         time.sleep(1)
     assert rows == expected_valid(platform), f"fct_transactions holds {rows} rows"
+    while time.monotonic() < deadline:
+        stored = warehouse_count(platform, "main.fct_iot__device_hourly", "sum(reading_count)")
+        if stored is not None and stored >= expected_readings(platform):
+            break
+        time.sleep(1)
+    assert stored == expected_readings(platform), f"fct_iot__device_hourly counts {stored}"
 
     # Builds keep coming (sensor, schedule): wait until the latest one has finished.
     deadline = time.monotonic() + 180
@@ -153,6 +166,9 @@ def test_events_reach_the_marts_and_dagster_reports_them(platform: Settings) -> 
         "lake/payments/transactions",
         "warehouse/fct_transactions",
         "warehouse/fct_fraud_alerts",
+        "flows/iot",
+        "lake/iot/readings",
+        "warehouse/fct_iot__device_hourly",
     ):
         assert nodes[key]["assetMaterializations"], f"{key} never materialized"
     assert len(statuses) > 20
@@ -178,6 +194,27 @@ def asset_nodes(settings: Settings) -> dict[str, dict]:
 
 
 _expected: dict[str, int] = {}
+
+
+def expected_readings(settings: Settings) -> int:
+    """Distinct valid readings among those produced, read back from Kafka and judged by
+    the contract at their Kafka timestamps (as the flow judges them)."""
+    if "readings" not in _expected:
+        from datetime import UTC, datetime
+
+        from riverbed.contracts.iot import InvalidEvent, decode_reading
+        from riverbed.topics import IOT_READINGS
+        from tests.support.flow_harness import read_topic
+
+        ids = set()
+        for message in read_topic(settings, IOT_READINGS):
+            now = datetime.fromtimestamp(message.timestamp()[1] / 1000, UTC)
+            try:
+                ids.add(decode_reading(message.value(), now)[0].reading_id)
+            except InvalidEvent:
+                continue
+        _expected["readings"] = len(ids)
+    return _expected["readings"]
 
 
 def expected_valid(settings: Settings) -> int:
@@ -257,6 +294,10 @@ def test_the_dashboard_shows_what_the_lake_holds(platform: Settings) -> None:
     rows = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td></tr>", table.group(1))
     assert {rule: int(n) for rule, n in rows} == by_rule
     assert by_rule, "the generated events raise alerts"
+    # The IoT section: the lake's readings, as the flow holds them.
+    readings = re.search(r'id="stat-readings"[^>]*>([\d,]+)<', dom)
+    assert readings, "no IoT section on the dashboard"
+    assert int(readings.group(1).replace(",", "")) == expected_readings(platform)
 
 
 def test_prometheus_has_every_series_the_grafana_dashboard_queries(platform: Settings) -> None:
