@@ -541,10 +541,35 @@ def _admin_consumer(settings: Settings, group: str = "riverbed.admin") -> Consum
 
 def _watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
     partitions = cluster_metadata(consumer, topic).topics[topic].partitions
-    return {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
-        for p in sorted(partitions)
-    }
+    return {p: _watermark(consumer, topic, p) for p in sorted(partitions)}
+
+
+def _watermark(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """A partition's (low, high) offsets, retried until :data:`TIMEOUT_S` while the
+    answer is a passing one: a topic just created, or a leader moving, answers
+    NOT_LEADER_FOR_PARTITION for a moment."""
+    deadline = time.monotonic() + TIMEOUT_S
+    pause = 0.1
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=max(remaining, 0.5)
+            )
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            passing = err.retriable() or err.code() in _PASSING_LEADER_ERRORS
+            if not passing or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+_PASSING_LEADER_ERRORS = {
+    *_PASSING_METADATA_ERRORS,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
 
 
 def high_watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
