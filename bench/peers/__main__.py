@@ -1,6 +1,6 @@
 """Peer benchmark: the payments job in Riverbed, Quix Streams and Pathway, side by side.
 
-    python -m bench.peers [--events 1000000] [--rounds 1] [--only NAME ...] [--no-results]
+    python -m bench.peers [--events 1000000] [--rounds 1] [--only NAME ...] [--no-results] [--keep]
 
 Pre-loads ``--events`` generated transactions once (as ``bench.flow_bench`` does), reads
 them back and computes the oracle (:mod:`bench.peers.oracle`), then runs each contender
@@ -51,19 +51,26 @@ CONTENDERS = ("bare", "riverbed", "quix", "pathway-cutoff", "pathway-all")
 
 SEMANTICS = {
     "riverbed": Semantics(
-        "per-partition watermark: late if older than its partition's newest - 30 s",
+        "per-partition",
+        "late if older than the newest event of its Kafka partition - 30 s (Riverbed's "
+        "per-partition watermark; exact: a partition's order is the input's)",
         LATENESS_MS, Scope.PARTITION, Rule.EVENT,
     ),
     "quix": Semantics(
-        "per merchant (the window key), in produce order: late if its window ended 30 s "
-        "before the merchant's newest; only windows closed so",
+        "per-merchant, closed",
+        "late if its window ended 30 s or more before the newest event of its merchant (the "
+        "window key), replayed in produce order; only the windows that closed so (Quix's "
+        "`.final()` with its default per-key closing)",
         LATENESS_MS, Scope.MERCHANT, Rule.WINDOW, closed_only=True,
     ),
     "pathway-cutoff": Semantics(
-        "global, in produce order: late if its window ended 30 s before the newest event",
+        "global",
+        "late if its window ended 30 s or more before the newest event of the whole stream, "
+        "replayed in produce order, event by event (Pathway's cutoff, whose time advances "
+        "once per minibatch)",
         LATENESS_MS, Scope.GLOBAL, Rule.WINDOW,
     ),
-    "pathway-all": Semantics("none late: every event", None),
+    "pathway-all": Semantics("every event", "nothing is late", None),
 }  # fmt: skip
 
 
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/rb-bench/peers"))
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--keep", action="store_true", help="keep the outputs and logs")
     args = parser.parse_args(argv)
     settings = load_settings()
     venvs = args.work / "venvs"
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 home = work / f"{name}-{round_}"
                 home.mkdir()
                 outcome = runners[name](home, f"bench.peers.{run_id}.{name}.{round_}")
-                judged = judge(outcome, total, expected_ids, oracles.get(name))
+                judged = judge(outcome, total, expected_ids, oracles, name)
                 print(
                     f"  {outcome.name}: {judged.rate:,.0f} events/s ({outcome.seconds:.1f}s), "
                     f"rows {judged.rows}, windows {judged.windows}",
@@ -123,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = section(
         best(rounds), rounds, events=total, valid=len(valid), invalid=invalid,
-        span_min=span, command=command,
+        span_min=span, semantics=list(SEMANTICS.values()), command=command,
     )  # fmt: skip
     print(text)
     if not args.no_results:
         append_results(text)
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"outputs and logs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -68,6 +68,8 @@ class Outcome:
     # The order its windowing step saw the events in, where Kafka shows it (Quix: its
     # repartition topic), so the oracle can also be replayed in that order.
     arrival: list[InputEvent] | None = None
+    # Where its engine advances time per batch (Pathway's minibatches), each arrival's batch.
+    arrival_batches: list[int] | None = None
 
 
 # -- the bare consumer -----------------------------------------------------------------------
@@ -271,7 +273,25 @@ def run_pathway(
             raise RuntimeError(f"Pathway holds two values for window {key}")
         windows[key] = (row["count"], row["amount_cents"])
     name = "Pathway, " + (f"cutoff {cutoff_ms / 1000:g} s" if cutoff_ms else "no cutoff")
-    return Outcome(name, seconds, [row["transaction_id"] for row in txns], windows)
+    ids = [row["transaction_id"] for row in txns]
+    arrival = _pathway_arrival(out / "transactions.jsonl")
+    batches = [batch for batch, _ in arrival]
+    return Outcome(name, seconds, ids, windows, None, [e for _, e in arrival], batches)
+
+
+def _pathway_arrival(path: Path) -> list[tuple[int, InputEvent]]:
+    """Each transaction with the minibatch (Pathway's ``time``) that first inserted it, in
+    batch order: the order and the batches its windows saw them in."""
+    first: dict[str, tuple[int, InputEvent]] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["diff"] != 1 or row["transaction_id"] in first:
+            continue
+        event = InputEvent(
+            0, 0, row["transaction_id"], row["merchant_id"], row["event_ms"], row["amount_cents"]
+        )
+        first[row["transaction_id"]] = (row["time"], event)
+    return sorted(first.values(), key=lambda pair: pair[0])
 
 
 def _until_quiet(files: list[Path], began: float, proc: subprocess.Popen) -> float:

@@ -61,7 +61,8 @@ class Semantics:
     """One contender's idea of lateness, and whether it writes windows still open at the
     end of the input (Quix's ``.final()`` writes only closed ones)."""
 
-    label: str
+    label: str  # a short name for tables
+    means: str  # the rule in words, for the legend
     lateness_ms: int | None  # None: nothing is late
     scope: Scope = Scope.GLOBAL
     rule: Rule = Rule.EVENT
@@ -85,15 +86,30 @@ def _scope_key(event: InputEvent, scope: Scope) -> object:
 
 
 def oracle_windows(
-    events: Iterable[InputEvent], semantics: Semantics, window_ms: int = WINDOW_MS
+    events: Iterable[InputEvent],
+    semantics: Semantics,
+    window_ms: int = WINDOW_MS,
+    batches: Iterable[int] | None = None,
 ) -> OracleWindows:
-    """Tumbling windows per merchant of the on-time ``events`` (in produce order)."""
+    """Tumbling windows per merchant of the on-time ``events`` (in produce order).
+
+    With ``batches`` (one number per event, never decreasing), the newest event times
+    move only between batches: every event of a batch is judged against the time before
+    it, as Pathway judges the rows of one minibatch."""
     newest: dict[object, int] = {}
+    pending: dict[object, int] = {}  # newest times of the current batch
+    batch_of = iter(batches) if batches is not None else None
+    batch: int | None = None
     sums: dict[WindowKey, list[int]] = {}
     late = total = 0
     lateness = semantics.lateness_ms
     for event in events:
         total += 1
+        if batch_of is not None:
+            this_batch = next(batch_of)
+            if this_batch != batch:
+                batch = this_batch
+                _advance(newest, pending)
         scope = _scope_key(event, semantics.scope)
         start = event.event_ms - event.event_ms % window_ms
         seen = newest.get(scope)
@@ -105,11 +121,13 @@ def oracle_windows(
             if is_late:
                 late += 1
                 continue
-        if seen is None or event.event_ms > seen:
-            newest[scope] = event.event_ms
+        moved = pending if batch_of is not None else newest
+        if event.event_ms > moved.get(scope, -(1 << 62)):
+            moved[scope] = event.event_ms
         agg = sums.setdefault((event.merchant_id, start), [0, 0])
         agg[0] += 1
         agg[1] += event.cents
+    _advance(newest, pending)
     windows = {key: (agg[0], agg[1]) for key, agg in sums.items()}
     if semantics.closed_only and lateness is not None:
         # A window closes once its scope's newest event time reaches its end + lateness.
@@ -119,6 +137,13 @@ def oracle_windows(
             if key[1] + window_ms + lateness <= newest[_merchant_scope(key, semantics.scope)]
         }
     return OracleWindows(semantics, windows, late, total)
+
+
+def _advance(newest: dict[object, int], pending: dict[object, int]) -> None:
+    for scope, ms in pending.items():
+        if ms > newest.get(scope, -(1 << 62)):
+            newest[scope] = ms
+    pending.clear()
 
 
 def _merchant_scope(key: WindowKey, scope: Scope) -> object:

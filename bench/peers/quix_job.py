@@ -90,7 +90,7 @@ def main() -> None:
         auto_offset_reset="earliest",
         processing_guarantee="exactly-once",
         state_dir="state",
-        loglevel="WARNING",
+        loglevel="INFO",
     )
     source = app.topic(args.topic, key_deserializer="bytes", value_deserializer="bytes")
     dlq = app.topic(args.dlq, key_serializer="bytes", value_serializer="bytes")

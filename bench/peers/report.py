@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 
 from bench.flow_bench import machine
 from bench.peers.contenders import Outcome
-from bench.peers.oracle import OracleWindows, WindowMatch, compare_windows, oracle_windows
+from bench.peers.oracle import (
+    OracleWindows,
+    Semantics,
+    WindowMatch,
+    compare_windows,
+    oracle_windows,
+)
 from bench.peers.venvs import PATHWAY, QUIX
 
 
@@ -22,7 +28,8 @@ class Judged:
     windows: str  # equal / total against ``oracle``, or a dash
     oracle: OracleWindows | None
     late_share: float | None  # share of valid first-seen events it dropped as late
-    # The same semantics replayed in the order the contender's windows saw the events.
+    equal_to: list[str]  # the oracles whose every window it wrote, and nothing else
+    # Its oracle replayed in the order its windows saw the events, where Kafka shows it.
     in_arrival: OracleWindows | None = None
 
     @property
@@ -31,11 +38,18 @@ class Judged:
 
 
 def judge(
-    outcome: Outcome, events: int, expected_ids: list[str], oracle: OracleWindows | None
+    outcome: Outcome,
+    events: int,
+    expected_ids: list[str],
+    oracles: dict[str, OracleWindows],
+    name: str,
 ) -> Judged:
+    """Rows against the valid first-seen transactions; windows against ``oracles[name]``
+    (and its replay in the contender's own arrival order), and which oracles it equals."""
     rows = f"{len(outcome.transaction_ids):,} {rows_verdict(outcome.transaction_ids, expected_ids)}"
+    oracle = oracles.get(name)
     if outcome.windows is None or oracle is None:
-        return Judged(outcome, events, rows, "—", None, None)
+        return Judged(outcome, events, rows, "—", None, None, [])
     match = compare_windows(oracle.windows, outcome.windows)
     valid = len(expected_ids)
     late = outcome.late_reported
@@ -43,11 +57,20 @@ def judge(
         late = valid - match.counted
     windows = _ratio(match)
     in_arrival = None
-    if outcome.arrival is not None:
-        in_arrival = oracle_windows(outcome.arrival, oracle.semantics)
+    if outcome.arrival is not None and oracle.semantics.lateness_ms is not None:
+        in_arrival = oracle_windows(
+            outcome.arrival, oracle.semantics, batches=outcome.arrival_batches
+        )
         own = compare_windows(in_arrival.windows, outcome.windows)
-        windows += f"; in its own arrival order {_ratio(own)}"
-    return Judged(outcome, events, rows, windows, oracle, late / valid, in_arrival)
+        windows += f"; in its own arrival {_ratio(own)}"
+    equal_to = [
+        o.semantics.label
+        for o in oracles.values()
+        if compare_windows(o.windows, outcome.windows).all_equal
+    ]
+    if in_arrival is not None and compare_windows(in_arrival.windows, outcome.windows).all_equal:
+        equal_to.append(f"{oracle.semantics.label} in its own arrival")
+    return Judged(outcome, events, rows, windows, oracle, late / valid, equal_to, in_arrival)
 
 
 def _ratio(match: WindowMatch) -> str:
@@ -66,21 +89,23 @@ def rows_verdict(written: list[str], expected: list[str]) -> str:
 
 def section(
     judged: list[Judged], rounds: list[list[Judged]], *, events: int, valid: int, invalid: int,
-    span_min: float, command: str,
+    span_min: float, semantics: list[Semantics], command: str,
 ) -> str:  # fmt: skip
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = []
     for j in judged:
         oracle = j.oracle.semantics.label if j.oracle else "—"
+        equal_to = ", ".join(j.equal_to) or ("none" if j.oracle else "—")
         late = "—" if j.late_share is None else f"{j.late_share:.2%}"
         expected = "" if j.oracle is None else f" ({j.oracle.late / j.oracle.events:.2%}"
         if j.in_arrival is not None:
-            expected += f"; in its arrival order {j.in_arrival.late / j.in_arrival.events:.2%}"
+            expected += f"; in its own arrival {j.in_arrival.late / j.in_arrival.events:.2%}"
         expected += ")" if expected else ""
         lines.append(
             f"| {j.outcome.name} | {j.outcome.seconds:.1f} | {j.rate:,.0f} | {j.rows} | "
-            f"{j.windows} | {oracle} | {late}{expected} |"
+            f"{j.windows} ({oracle}) | {equal_to} | {late}{expected} |"
         )
+    legend = "; ".join(f"**{o.label}**: {o.means}" for o in semantics)
     every = "; ".join(
         f"{name}: " + ", ".join(f"{r.rate:,.0f} ({r.windows})" for r in runs)
         for name, runs in _by_name(rounds).items()
@@ -106,14 +131,17 @@ def section(
 - rows: against the valid first-seen transactions (the generator's labels); windows:
   equal / total (a window on either side only is unequal) against an oracle computed
   from the input in plain Python under the contender's lateness semantics; dropped as
-  late: share of valid first-seen events in no window (oracle's share in brackets); for
-  Quix the oracle is also replayed in the order its windows read the events (its
-  repartition topic), which the order of a backlog's fetches decides
+  late: share of valid first-seen events in no window (oracle's share in brackets). "In
+  its own arrival": the oracle replayed in the order the contender's windows read the
+  events, which the order of a backlog's fetches decides: Quix's repartition topic, read
+  back; Pathway's minibatches, from the `time` of its output rows
 
-| contender | seconds | events/s | rows ({valid:,} expected) | windows equal / total | oracle \
-| dropped as late |
+| contender | seconds | events/s | rows ({valid:,} expected) | windows equal / total \
+(oracle) | equal to every window of | dropped as late |
 |---|---:|---:|---:|---:|---|---:|
 {chr(10).join(lines)}
+
+Oracles: {legend}.
 
 Every round, events/s (windows equal / total): {every}.
 

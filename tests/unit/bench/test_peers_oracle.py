@@ -22,8 +22,8 @@ def ev(
     return InputEvent(partition, 0, tid or f"t{partition}-{ms}", merchant, ms, cents)
 
 
-RIVERBED = Semantics("per-partition", 30_000, Scope.PARTITION, Rule.EVENT)
-GLOBAL_WINDOW = Semantics("global", 30_000, Scope.GLOBAL, Rule.WINDOW)
+RIVERBED = Semantics("per-partition", "", 30_000, Scope.PARTITION, Rule.EVENT)
+GLOBAL_WINDOW = Semantics("global", "", 30_000, Scope.GLOBAL, Rule.WINDOW)
 
 
 def test_event_rule_judges_the_event_and_window_rule_judges_its_window() -> None:
@@ -42,7 +42,7 @@ def test_per_partition_watermark_ignores_the_other_partitions() -> None:
     # Partition 1 read far ahead must not make partition 0's on-time events late.
     events = [ev(1, 300), ev(0, 10), ev(0, 20, cents=250)]
     per_partition = oracle_windows(events, RIVERBED)
-    global_ = oracle_windows(events, Semantics("global", 30_000, Scope.GLOBAL, Rule.EVENT))
+    global_ = oracle_windows(events, Semantics("global", "", 30_000, Scope.GLOBAL, Rule.EVENT))
     assert per_partition.late == 0
     assert per_partition.windows[("m1", T0)] == (2, 350)
     assert global_.late == 2
@@ -50,7 +50,7 @@ def test_per_partition_watermark_ignores_the_other_partitions() -> None:
 
 def test_without_lateness_every_event_counts() -> None:
     events = [ev(0, 900), ev(1, 1), ev(2, 2, merchant="m2")]
-    result = oracle_windows(events, Semantics("all", None))
+    result = oracle_windows(events, Semantics("all", "", None))
     assert result.late == 0
     assert result.windows == {
         ("m1", T0 + 900_000): (1, 100),
@@ -62,7 +62,7 @@ def test_without_lateness_every_event_counts() -> None:
 def test_closed_only_keeps_windows_their_key_has_passed() -> None:
     # m1 reaches 95 s: [0, 60) closed (60 + 30 <= 95), [60, 120) open; m2 never moves on.
     events = [ev(0, 10), ev(0, 95), ev(0, 12, merchant="m2")]
-    quix = Semantics("per-key", 30_000, Scope.MERCHANT, Rule.WINDOW, closed_only=True)
+    quix = Semantics("per-key", "", 30_000, Scope.MERCHANT, Rule.WINDOW, closed_only=True)
     assert oracle_windows(events, quix).windows == {("m1", T0): (1, 100)}
 
 
@@ -78,3 +78,14 @@ def test_first_seen_drops_resends() -> None:
     a, b = ev(0, 1, tid="x"), ev(0, 2, tid="y")
     resend = ev(0, 3, tid="x")
     assert first_seen([a, b, resend]) == [a, b]
+
+
+def test_in_batches_the_newest_time_moves_only_between_batches() -> None:
+    # Pathway judges a minibatch against the time before it: the event at 10 s, in the
+    # batch that also brings 300 s, is on time; the one at 20 s, a batch later, is late.
+    events = [ev(0, 300), ev(1, 10), ev(2, 20)]
+    by_event = oracle_windows(events, GLOBAL_WINDOW)
+    by_batch = oracle_windows(events, GLOBAL_WINDOW, batches=[1, 1, 2])
+    assert by_event.late == 2
+    assert by_batch.late == 1
+    assert by_batch.windows[("m1", T0)] == (1, 100)
