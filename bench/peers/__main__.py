@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 judged = judge(outcome, total, expected_ids, oracles, name)
                 print(
                     f"  {outcome.name}: {judged.rate:,.0f} events/s ({outcome.seconds:.1f}s), "
-                    f"rows {judged.rows}, windows {judged.windows}",
+                    f"rows {judged.rows}, windows {judged.windows} {outcome.note}",
                     flush=True,
                 )
                 runs.append((args.only.index(name), judged))

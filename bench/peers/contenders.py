@@ -5,15 +5,16 @@ written, each by the end signal it has:
 
 - the bare consumer, Riverbed and Quix Streams commit Kafka offsets only after their
   output is durable, so: until their committed offsets reach the end of the topic (for
-  Riverbed the offsets its Delta commits record, as ``bench.flow_bench`` measures it; for
-  Quix its consumer group's offsets on the source topic *and* on its repartition topic,
-  since its windows are computed after that second hop);
+  Riverbed the offsets its Delta commits record, as ``bench.flow_bench`` measures it, and
+  then until its ``merchant_minute`` holds every on-time row of its lake, since the last
+  windows close only when the partitions go idle; for Quix its consumer group's offsets
+  on the source topic *and* on its repartition topic, since its windows are computed
+  after that second hop);
 - Pathway keeps its progress to itself, so: until its output files stop growing, the
   time of the last growth once none of them grew for :data:`QUIET_S` seconds.
 
-After the timed part, a contender runs on until its windows are all written (Riverbed:
-until its ``merchant_minute`` holds every on-time row of its lake), untimed, and is
-stopped; then its outputs are read back as plain rows and windows for the oracle.
+Then the contender is stopped and its outputs are read back as plain rows and windows
+for the oracle.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Outcome:
     arrival: list[InputEvent] | None = None
     # Where its engine advances time per batch (Pathway's minibatches), each arrival's batch.
     arrival_batches: list[int] | None = None
+    note: str = ""  # an intermediate time worth knowing
 
 
 # -- the bare consumer -----------------------------------------------------------------------
@@ -110,9 +112,11 @@ def run_riverbed(settings: Settings, ends: dict[int, int], work: Path, group: st
         wait_drained(
             lake_progress(flow_settings.lake_dir, sorted(ends)), "the flow", ends, TIMEOUT_S, alive
         )
-        seconds = time.monotonic() - began
-        # The windows of the last minutes close when the partitions go idle.
+        lake_s = time.monotonic() - began
+        # The windows of the last minutes close when the partitions go idle: everything
+        # is written once merchant_minute holds every on-time row of the lake.
         _wait_for(lambda: _riverbed_windows_complete(flow_settings.lake_dir), 120, alive)
+        seconds = time.monotonic() - began
     except RuntimeError:
         print(log.read_text()[-3000:])
         raise
@@ -131,7 +135,9 @@ def run_riverbed(settings: Settings, ends: dict[int, int], work: Path, group: st
     }
     late = pc.sum(txns.column("late").cast("int64")).as_py() or 0
     ids = txns.column("transaction_id").to_pylist()
-    return Outcome("Riverbed (`riverbed flow run payments`)", seconds, ids, windows, late)
+    name = "Riverbed (`riverbed flow run payments`)"
+    note = f"lake offsets at the end after {lake_s:.1f}s"
+    return Outcome(name, seconds, ids, windows, late, note=note)
 
 
 def _riverbed_windows_complete(lake_dir: Path) -> bool:
@@ -157,7 +163,9 @@ def run_quix(
     proc = _launch(cmd, work / "quix.log")
     try:
         _until_committed(settings, group, ends, "Quix Streams", lambda: proc.poll() is None)
-        _wait_for(lambda: _repartition_consumed(settings, group), TIMEOUT_S, lambda: True)
+        source_s = time.monotonic() - began
+        alive = lambda: proc.poll() is None  # noqa: E731
+        _wait_for(lambda: _repartition_consumed(settings, group), TIMEOUT_S, alive)
         seconds = time.monotonic() - began
     except RuntimeError:
         print((work / "quix.log").read_text()[-3000:])
@@ -176,7 +184,8 @@ def run_quix(
     ids = _parquet_ids(out / "transactions")
     arrival = _repartitioned(settings, group)
     name = "Quix Streams (exactly-once)"
-    return Outcome(name, seconds, ids, windows, stats.get("late"), arrival)
+    note = f"source offsets at the end after {source_s:.1f}s"
+    return Outcome(name, seconds, ids, windows, stats.get("late"), arrival, note=note)
 
 
 def _repartition_topics(settings: Settings, group: str) -> list[str]:
@@ -276,7 +285,9 @@ def run_pathway(
     ids = [row["transaction_id"] for row in txns]
     arrival = _pathway_arrival(out / "transactions.jsonl")
     batches = [batch for batch, _ in arrival]
-    return Outcome(name, seconds, ids, windows, None, [e for _, e in arrival], batches)
+    events = [e for _, e in arrival]
+    note = f"{len(set(batches)):,} minibatch(es)"
+    return Outcome(name, seconds, ids, windows, None, events, batches, note=note)
 
 
 def _pathway_arrival(path: Path) -> list[tuple[int, InputEvent]]:

@@ -69,7 +69,7 @@ def judge(
         if compare_windows(o.windows, outcome.windows).all_equal
     ]
     if in_arrival is not None and compare_windows(in_arrival.windows, outcome.windows).all_equal:
-        equal_to.append(f"{oracle.semantics.label} in its own arrival")
+        equal_to.append(f"{oracle.semantics.label}, in its own arrival")
     return Judged(outcome, events, rows, windows, oracle, late / valid, equal_to, in_arrival)
 
 
@@ -107,7 +107,7 @@ def section(
         )
     legend = "; ".join(f"**{o.label}**: {o.means}" for o in semantics)
     every = "; ".join(
-        f"{name}: " + ", ".join(f"{r.rate:,.0f} ({r.windows})" for r in runs)
+        f"{name}: " + ", ".join(f"{r.rate:,.0f} ({_round_note(r)})" for r in runs)
         for name, runs in _by_name(rounds).items()
     )
     return f"""
@@ -121,9 +121,10 @@ def section(
   drop resends, write the valid rows (Parquet; Pathway: JSON lines), 1-minute tumbling
   windows per merchant in event time with 30 s allowed lateness (count, sum of amount)
 - timed from launch until all is written: the bare consumer, Riverbed and Quix until their
-  committed offsets reach the end of the topic (Riverbed: its Delta commits' offsets; Quix:
-  its group's offsets on the source and on its repartition topic); Pathway keeps no Kafka
-  offsets, so until its output files stop growing (the last growth, once none grew for 10 s)
+  committed offsets reach the end of the topic (Riverbed: its Delta commits' offsets, then
+  until `merchant_minute` holds all its on-time rows; Quix: its group's offsets on the
+  source and on its repartition topic); Pathway keeps no Kafka offsets, so until its output
+  files stop growing (the last growth, once none grew for 10 s)
 - peers in venvs of their own: quixstreams {QUIX.version} (exactly-once, `LocalFileSink`
   Parquet, `.final()` windows), pathway {PATHWAY.version} (`common_behavior(cutoff=30 s)`,
   and without a cutoff: every event, windows rewritten as revision rows); best of
@@ -143,10 +144,15 @@ def section(
 
 Oracles: {legend}.
 
-Every round, events/s (windows equal / total): {every}.
+Every round, events/s (windows equal / total; notes): {every}.
 
 Reproduce: `{command}`
 """
+
+
+def _round_note(judged: Judged) -> str:
+    notes = [x for x in (judged.windows, judged.outcome.note) if x and x != "—"]
+    return "; ".join(notes) or "no windows"
 
 
 def _by_name(rounds: list[list[Judged]]) -> dict[str, list[Judged]]:
