@@ -4,7 +4,10 @@ The peers never share the project's ``.venv``: their dependencies (Quix's own
 confluent-kafka, Pathway's engine) would fight the project's pins. Each venv is made with
 the interpreter the project uses and filled with pip from the same index the project's
 ``make setup`` uses (pip's own configuration on this machine: nothing is passed here).
-A venv is remade when its pins change: the pins are written beside it once it installed.
+Besides the top-level pins, every package the venv holds is pinned by a constraints file
+(``constraints/<peer>.txt``, pip's freeze of a venv the benchmark ran with), so a peer's
+dependencies do not drift between runs either. A venv is remade when its pins or
+constraints change: they are written beside it once it installed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ class Peer:
     def version(self) -> str:
         return self.pins[0].split("==")[1]
 
+    @property
+    def constraints(self) -> Path:
+        return CONSTRAINTS / f"{self.name}.txt"
+
+
+CONSTRAINTS = Path(__file__).resolve().parent / "constraints"
 
 # msgspec: the transaction contract (riverbed.contracts.payments) that every contender
 # validates with. pyarrow: Quix's Parquet sink imports it but does not require it.
@@ -36,13 +45,13 @@ def ensure_venv(peer: Peer, root: Path) -> Path:
     venv = root / peer.name
     python = venv / "bin" / "python"
     stamp = venv / "pins.txt"
-    wanted = "\n".join(peer.pins) + "\n"
+    wanted = "\n".join(peer.pins) + "\n" + peer.constraints.read_text()
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
     print(f"making the {peer.name} venv in {venv} ({', '.join(peer.pins)}) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", *peer.pins],
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(peer.constraints), *peer.pins],
         check=True,
     )
     stamp.write_text(wanted)
