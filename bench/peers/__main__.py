@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 home = work / f"{name}-{round_}"
                 home.mkdir()
                 outcome = runners[name](home, f"bench.peers.{run_id}.{name}.{round_}")
-                judged = judge(outcome, total, expected_ids, oracles, name)
+                judged = judge(outcome, total, expected_ids, invalid, oracles, name)
                 print(
                     f"  {outcome.name}: {judged.rate:,.0f} events/s ({outcome.seconds:.1f}s), "
                     f"rows {judged.rows}, windows {judged.windows} {outcome.note}",
@@ -126,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append([judged for _, judged in sorted(runs, key=lambda run: run[0])])
     finally:
         delete_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES, *_peer_topics(settings)])
+    only = [] if args.only == list(CONTENDERS) else ["--only", *args.only]
     command = "python -m bench.peers " + shlex.join(
-        ["--events", str(args.events), "--rounds", str(args.rounds)]
+        ["--events", str(args.events), "--rounds", str(args.rounds), *only]
     )
     text = section(
         best(rounds), rounds, events=total, valid=len(valid), invalid=invalid,

@@ -33,10 +33,12 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.flow_bench import (
+    ALERTS,
+    DLQ,
     REPO,
     SOURCE,
     BaselineDrain,
@@ -44,6 +46,7 @@ from bench.flow_bench import (
     committed,
     end_offsets,
     lake_progress,
+    recreate_topics,
     start_flow,
     stop,
     wait_drained,
@@ -72,6 +75,7 @@ class Outcome:
     # Where its engine advances time per batch (Pathway's minibatches), each arrival's batch.
     arrival_batches: list[int] | None = None
     note: str = ""  # an intermediate time worth knowing
+    dead_letters: int | None = None  # invalid messages it filed (None: it files none)
 
 
 # -- the bare consumer -----------------------------------------------------------------------
@@ -104,6 +108,7 @@ def run_bare(settings: Settings, ends: dict[int, int], work: Path, group: str) -
 def run_riverbed(settings: Settings, ends: dict[int, int], work: Path, group: str) -> Outcome:
     """The payments flow, started as ``bench.flow_bench`` starts it (one process)."""
     flow_settings = bench_settings(settings, work, group)
+    recreate_topics(settings, [ALERTS, DLQ])  # empty: each run's dead letters are its own
     log = work / "flow.log"
     began = time.monotonic()
     procs = start_flow(flow_settings, 1, log)
@@ -137,7 +142,8 @@ def run_riverbed(settings: Settings, ends: dict[int, int], work: Path, group: st
     ids = txns.column("transaction_id").to_pylist()
     name = "Riverbed (`riverbed flow run payments`)"
     note = f"lake offsets at the end after {lake_s:.1f}s"
-    return Outcome(name, seconds, ids, windows, late, note=note)
+    dead = len(read_committed(settings, DLQ))
+    return Outcome(name, seconds, ids, windows, late, note=note, dead_letters=dead)
 
 
 def _riverbed_windows_complete(lake_dir: Path) -> bool:
@@ -185,7 +191,9 @@ def run_quix(
     arrival = _repartitioned(settings, group)
     name = "Quix Streams (exactly-once)"
     note = f"source offsets at the end after {source_s:.1f}s"
-    return Outcome(name, seconds, ids, windows, stats.get("late"), arrival, note=note)
+    dead = len(read_committed(settings, f"{group}.dlq"))
+    late = stats.get("late")
+    return Outcome(name, seconds, ids, windows, late, arrival, note=note, dead_letters=dead)
 
 
 def _repartition_topics(settings: Settings, group: str) -> list[str]:
@@ -197,42 +205,50 @@ def _repartition_topics(settings: Settings, group: str) -> list[str]:
 def _repartitioned(settings: Settings, group: str) -> list[InputEvent]:
     """What Quix's windowing step read: its repartition topic's committed records, each
     partition in offset order (a merchant's events all in one partition)."""
+    events = []
+    for name in _repartition_topics(settings, group):
+        for msg in read_committed(settings, name):
+            value = json.loads(msg.value())
+            events.append(
+                InputEvent(
+                    msg.partition(),
+                    msg.offset(),
+                    value["transaction_id"],
+                    value["merchant_id"],
+                    value["event_ms"],
+                    value["amount_cents"],
+                )
+            )
+    return events
+
+
+def read_committed(settings: Settings, topic: str) -> list[Message]:
+    """Every committed record of ``topic`` (one written in Kafka transactions: its end
+    offsets count commit markers, so it is read until each partition says it is at its end)."""
     consumer = Consumer(
         {
             **settings.kafka_client_config(),
-            "group.id": f"{group}.oracle",
+            "group.id": "bench.peers.reader",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
         }
     )
-    events: list[InputEvent] = []
+    records: list[Message] = []
     try:
-        for name in _repartition_topics(settings, group):
-            parts = consumer.list_topics(name, timeout=30).topics[name].partitions
-            consumer.assign([TopicPartition(name, p, 0) for p in parts])
-            at_end: set[int] = set()
-            while len(at_end) < len(parts):
-                for msg in consumer.consume(10_000, 1.0):
-                    error = msg.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            at_end.add(msg.partition())
-                        continue
-                    value = json.loads(msg.value())
-                    events.append(
-                        InputEvent(
-                            msg.partition(),
-                            msg.offset(),
-                            value["transaction_id"],
-                            value["merchant_id"],
-                            value["event_ms"],
-                            value["amount_cents"],
-                        )
-                    )
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        at_end: set[int] = set()
+        while len(at_end) < len(parts):
+            for msg in consumer.consume(10_000, 1.0):
+                error = msg.error()
+                if error is None:
+                    records.append(msg)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
     finally:
         consumer.close()
-    return events
+    return records
 
 
 def _repartition_consumed(settings: Settings, group: str) -> bool:
@@ -287,7 +303,8 @@ def run_pathway(
     batches = [batch for batch, _ in arrival]
     events = [e for _, e in arrival]
     note = f"{len(set(batches)):,} minibatch(es)"
-    return Outcome(name, seconds, ids, windows, None, events, batches, note=note)
+    dead = len(_net_rows(out / "dlq.jsonl"))
+    return Outcome(name, seconds, ids, windows, None, events, batches, note, dead)
 
 
 def _pathway_arrival(path: Path) -> list[tuple[int, InputEvent]]:

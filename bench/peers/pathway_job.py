@@ -5,11 +5,11 @@ repository root on PYTHONPATH for the transaction contract only
 (``riverbed.contracts.payments``, msgspec and nothing else), so every contender
 validates with the same rules.
 
-The job: read ``--topic`` in streaming mode (Pathway's Kafka reader starts from the
-beginning and keeps its progress in its own persistence, not in Kafka's group offsets);
+The job: read ``--topic`` in streaming mode from the beginning (Pathway commits no
+offsets to Kafka: its progress lives in its own persistence, not configured here);
 check each message against the contract, "now" being the message's Kafka timestamp;
-invalid ones to ``dlq.jsonl`` with the reason; resends dropped (a group by
-transaction id); valid first-seen transactions to ``transactions.jsonl``; 1-minute
+invalid ones to ``dlq.jsonl`` with the reason, partition and offset; resends dropped (a
+group by transaction id); valid first-seen transactions to ``transactions.jsonl``; 1-minute
 tumbling windows per merchant in event time, count and sum of cents, to
 ``windows.jsonl``. With ``--cutoff-ms`` a window stops taking events once Pathway's time
 (the newest event time it has seen, across the whole stream, advanced once per
@@ -76,11 +76,14 @@ def main() -> None:
         with_metadata=True,
         name="payments",
     )
-    checked = raw.select(row=check(pw.this.data, pw.this._metadata))
+    checked = raw.select(row=check(pw.this.data, pw.this._metadata), meta=pw.this._metadata)
     invalid = checked.filter(pw.this.row["ok"].as_bool() == False)  # noqa: E712 - a column
-    pw.io.jsonlines.write(
-        invalid.select(error=pw.this.row["error"].as_str()), args.out / "dlq.jsonl"
+    dead_letters = invalid.select(
+        error=pw.this.row["error"].as_str(),
+        partition=pw.this.meta["partition"].as_int(),
+        offset=pw.this.meta["offset"].as_int(),
     )
+    pw.io.jsonlines.write(dead_letters, args.out / "dlq.jsonl")
     valid = checked.filter(pw.this.row["ok"].as_bool() == True).select(  # noqa: E712
         transaction_id=pw.unwrap(pw.this.row["transaction_id"].as_str()),
         card_id=pw.unwrap(pw.this.row["card_id"].as_str()),

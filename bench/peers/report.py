@@ -25,6 +25,7 @@ class Judged:
     outcome: Outcome
     events: int  # messages in the topic
     rows: str  # rows written, and how they differ from the valid first-seen events
+    dead_letters: str  # invalid messages filed, against the invalid messages of the input
     windows: str  # equal / total against ``oracle``, or a dash
     oracle: OracleWindows | None
     late_share: float | None  # share of valid first-seen events it dropped as late
@@ -41,15 +42,19 @@ def judge(
     outcome: Outcome,
     events: int,
     expected_ids: list[str],
+    invalid: int,
     oracles: dict[str, OracleWindows],
     name: str,
 ) -> Judged:
-    """Rows against the valid first-seen transactions; windows against ``oracles[name]``
-    (and its replay in the contender's own arrival order), and which oracles it equals."""
+    """Rows against the valid first-seen transactions, dead letters against the invalid
+    messages; windows against ``oracles[name]`` (and its replay in the contender's own
+    arrival order), and which oracles it equals."""
     rows = f"{len(outcome.transaction_ids):,} {rows_verdict(outcome.transaction_ids, expected_ids)}"
+    dead = outcome.dead_letters
+    dead_letters = "—" if dead is None else f"{dead:,} " + ("✓" if dead == invalid else "✗")
     oracle = oracles.get(name)
     if outcome.windows is None or oracle is None:
-        return Judged(outcome, events, rows, "—", None, None, [])
+        return Judged(outcome, events, rows, dead_letters, "—", None, None, [])
     match = compare_windows(oracle.windows, outcome.windows)
     valid = len(expected_ids)
     late = outcome.late_reported
@@ -70,7 +75,9 @@ def judge(
     ]
     if in_arrival is not None and compare_windows(in_arrival.windows, outcome.windows).all_equal:
         equal_to.append(f"{oracle.semantics.label}, in its own arrival")
-    return Judged(outcome, events, rows, windows, oracle, late / valid, equal_to, in_arrival)
+    return Judged(
+        outcome, events, rows, dead_letters, windows, oracle, late / valid, equal_to, in_arrival
+    )
 
 
 def _ratio(match: WindowMatch) -> str:
@@ -103,6 +110,7 @@ def section(
         expected += ")" if expected else ""
         lines.append(
             f"| {j.outcome.name} | {j.outcome.seconds:.1f} | {j.rate:,.0f} | {j.rows} | "
+            f"{j.dead_letters} | "
             f"{j.windows} ({oracle}) | {equal_to} | {late}{expected} |"
         )
     legend = "; ".join(f"**{o.label}**: {o.means}" for o in semantics)
@@ -129,7 +137,9 @@ def section(
   Parquet, `.final()` windows), pathway {PATHWAY.version} (`common_behavior(cutoff=30 s)`,
   and without a cutoff: every event, windows rewritten as revision rows); best of
   {len(next(iter(_by_name(rounds).values())))} round(s), order rotating
-- rows: against the valid first-seen transactions (the generator's labels); windows:
+- rows: against the valid first-seen transactions (the generator's labels); dead letters:
+  the DLQ's committed records (Pathway: its `dlq.jsonl`) against the invalid messages
+  (the bare consumer files none: it drops what msgspec cannot decode); windows:
   equal / total (a window on either side only is unequal) against an oracle computed
   from the input in plain Python under the contender's lateness semantics; dropped as
   late: share of valid first-seen events in no window (oracle's share in brackets). "In
@@ -137,9 +147,9 @@ def section(
   events, which the order of a backlog's fetches decides: Quix's repartition topic, read
   back; Pathway's minibatches, from the `time` of its output rows
 
-| contender | seconds | events/s | rows ({valid:,} expected) | windows equal / total \
-(oracle) | equal to every window of | dropped as late |
-|---|---:|---:|---:|---:|---|---:|
+| contender | seconds | events/s | rows ({valid:,} expected) | dead letters ({invalid:,}) \
+| windows equal / total (oracle) | equal to every window of | dropped as late |
+|---|---:|---:|---:|---:|---:|---|---:|
 {chr(10).join(lines)}
 
 Oracles: {legend}.
