@@ -290,9 +290,9 @@ def run_pathway(
         raise
     finally:
         _end(proc, signal.SIGTERM)
-    txns = _net_rows(out / "transactions.jsonl")
+    txns = net_rows(out / "transactions.jsonl")
     windows: dict[WindowKey, Aggregate] = {}
-    for row in _net_rows(out / "windows.jsonl"):
+    for row in net_rows(out / "windows.jsonl"):
         key = (row["merchant_id"], _ms(datetime.fromisoformat(row["window_start"])))
         if key in windows:
             raise RuntimeError(f"Pathway holds two values for window {key}")
@@ -303,7 +303,7 @@ def run_pathway(
     batches = [batch for batch, _ in arrival]
     events = [e for _, e in arrival]
     note = f"{len(set(batches)):,} minibatch(es)"
-    dead = len(_net_rows(out / "dlq.jsonl"))
+    dead = len(net_rows(out / "dlq.jsonl"))
     return Outcome(name, seconds, ids, windows, None, events, batches, note, dead)
 
 
@@ -340,7 +340,7 @@ def _until_quiet(files: list[Path], began: float, proc: subprocess.Popen) -> flo
     raise RuntimeError(f"the outputs still grew after {TIMEOUT_S:.0f}s")
 
 
-def _net_rows(path: Path) -> list[dict]:
+def net_rows(path: Path) -> list[dict]:
     """The rows left in a Pathway JSON-lines change stream once retractions are applied."""
     net: Counter[str] = Counter()
     for line in path.read_text().splitlines():
