@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         span = (max(e.event_ms for e in valid) - min(e.event_ms for e in valid)) / 60_000
         print(f"  oracle: {len(valid):,} valid first-seen, {invalid:,} invalid", flush=True)
 
-        runners = _runners(settings, pythons, ends)
+        runners = _runners(settings, pythons, ends, len(valid))
         rounds: list[list[Judged]] = []
         for round_ in range(args.rounds):
             order = args.only[round_ % len(args.only) :] + args.only[: round_ % len(args.only)]
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _runners(
-    settings: Settings, pythons: dict[str, Path], ends: dict[int, int]
+    settings: Settings, pythons: dict[str, Path], ends: dict[int, int], valid: int
 ) -> dict[str, Callable[[Path, str], Outcome]]:
     return {
         "bare": lambda home, group: contenders.run_bare(settings, ends, home, group),
@@ -154,10 +154,10 @@ def _runners(
             settings, pythons["quix"], ends, home, group
         ),
         "pathway-cutoff": lambda home, group: contenders.run_pathway(
-            settings, pythons["pathway"], home, group, LATENESS_MS
+            settings, pythons["pathway"], home, group, LATENESS_MS, valid
         ),
         "pathway-all": lambda home, group: contenders.run_pathway(
-            settings, pythons["pathway"], home, group, None
+            settings, pythons["pathway"], home, group, None, valid
         ),
     }
 

@@ -11,7 +11,9 @@ written, each by the end signal it has:
   on the source topic *and* on its repartition topic, since its windows are computed
   after that second hop);
 - Pathway keeps its progress to itself, so: until its output files stop growing, the
-  time of the last growth once none of them grew for :data:`QUIET_S` seconds.
+  time of the last growth once none of them grew for :data:`QUIET_S` seconds and its
+  transactions file holds as many rows as the input has valid transactions (or for
+  :data:`QUIET_LONG_S`, whatever it holds).
 
 Then the contender is stopped and its outputs are read back as plain rows and windows
 for the oracle.
@@ -56,6 +58,7 @@ from riverbed import lake
 from riverbed.settings import Settings
 
 QUIET_S = 10.0
+QUIET_LONG_S = 120.0
 TIMEOUT_S = 1800.0
 JOBS = Path(__file__).resolve().parent
 
@@ -270,7 +273,12 @@ def _repartition_consumed(settings: Settings, group: str) -> bool:
 
 
 def run_pathway(
-    settings: Settings, python: Path, work: Path, group: str, cutoff_ms: int | None
+    settings: Settings,
+    python: Path,
+    work: Path,
+    group: str,
+    cutoff_ms: int | None,
+    expected_rows: int,
 ) -> Outcome:
     out = work / "out"
     cmd = [
@@ -284,7 +292,7 @@ def run_pathway(
     began = time.monotonic()
     proc = _launch(cmd, work / "pathway.log")
     try:
-        seconds = _until_quiet(files, began, proc)
+        seconds = _until_quiet(files, began, proc, expected_rows)
     except RuntimeError:
         print((work / "pathway.log").read_text()[-3000:])
         raise
@@ -322,11 +330,17 @@ def _pathway_arrival(path: Path) -> list[tuple[int, InputEvent]]:
     return sorted(first.values(), key=lambda pair: pair[0])
 
 
-def _until_quiet(files: list[Path], began: float, proc: subprocess.Popen) -> float:
+def _until_quiet(
+    files: list[Path], began: float, proc: subprocess.Popen, expected_rows: int
+) -> float:
     """Seconds from ``began`` to the last growth of ``files``, once they stayed the same
-    size for QUIET_S (and the first of them has something)."""
+    size for QUIET_S and the first holds ``expected_rows`` lines, or for QUIET_LONG_S
+    whatever it holds. Pathway writes once per minibatch, and on a large backlog a
+    minibatch can take longer than QUIET_S to process: the row count tells a pause from
+    the end (the oracle's count only decides how long to wait, never the time measured)."""
     sizes: list[int] = []
     last_growth = began
+    counted_at = 0.0  # when the rows were last counted: a large file, counted once a second
     while time.monotonic() - began < TIMEOUT_S:
         if proc.poll() is not None:
             raise RuntimeError(f"the job exited with {proc.returncode}")
@@ -334,10 +348,21 @@ def _until_quiet(files: list[Path], began: float, proc: subprocess.Popen) -> flo
         now = time.monotonic()
         if now_sizes != sizes:
             sizes, last_growth = now_sizes, now
-        elif sizes[0] > 0 and now - last_growth >= QUIET_S:
+        elif now - last_growth >= QUIET_LONG_S:
             return last_growth - began
+        elif now - last_growth >= QUIET_S and now - counted_at >= 1:
+            counted_at = now
+            if _lines(files[0]) >= expected_rows:
+                return last_growth - began
         time.sleep(0.1)
     raise RuntimeError(f"the outputs still grew after {TIMEOUT_S:.0f}s")
+
+
+def _lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
 
 
 def net_rows(path: Path) -> list[dict]:

@@ -132,7 +132,8 @@ def section(
   committed offsets reach the end of the topic (Riverbed: its Delta commits' offsets, then
   until `merchant_minute` holds all its on-time rows; Quix: its group's offsets on the
   source and on its repartition topic); Pathway keeps no Kafka offsets, so until its output
-  files stop growing (the last growth, once none grew for 10 s)
+  files stop growing (the last growth, once none grew for 10 s with all the valid rows
+  written, or for 120 s)
 - peers in venvs of their own: quixstreams {QUIX.version} (exactly-once, `LocalFileSink`
   Parquet, `.final()` windows), pathway {PATHWAY.version} (`common_behavior(cutoff=30 s)`,
   and without a cutoff: every event, windows rewritten as revision rows); best of
