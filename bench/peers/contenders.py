@@ -111,29 +111,28 @@ def run_bare(settings: Settings, ends: dict[int, int], work: Path, group: str) -
 def run_riverbed(settings: Settings, ends: dict[int, int], work: Path, group: str) -> Outcome:
     """The payments flow, started as ``bench.flow_bench`` starts it (one process)."""
     flow_settings = bench_settings(settings, work, group)
+    lake_dir = flow_settings.lake_dir
     recreate_topics(settings, [ALERTS, DLQ])  # empty: each run's dead letters are its own
     log = work / "flow.log"
     began = time.monotonic()
     procs = start_flow(flow_settings, 1, log)
     alive = lambda: all(p.poll() is None for p in procs)  # noqa: E731
     try:
-        wait_drained(
-            lake_progress(flow_settings.lake_dir, sorted(ends)), "the flow", ends, TIMEOUT_S, alive
-        )
+        wait_drained(lake_progress(lake_dir, sorted(ends)), "the flow", ends, TIMEOUT_S, alive)
         lake_s = time.monotonic() - began
         # The windows of the last minutes close when the partitions go idle: everything
-        # is written once merchant_minute holds every on-time row of the lake.
-        _wait_for(lambda: _riverbed_windows_complete(flow_settings.lake_dir), 120, alive)
+        # is written once merchant_minute holds every on-time row of the (now complete) lake.
+        on_time = _on_time_rows(lake_dir)
+        _wait_for(lambda: _windowed_rows(lake_dir) == on_time, 120, alive)
         seconds = time.monotonic() - began
     except RuntimeError:
         print(log.read_text()[-3000:])
         raise
     finally:
         stop(procs)
-    lake_dir = flow_settings.lake_dir
     txns = lake.read_table(lake_dir, "transactions", columns=["transaction_id", "late"])
     rows = lake.read_table(
-        flow_settings.lake_dir,
+        lake_dir,
         "merchant_minute",
         columns=["merchant_id", "window_start", "txn_count", "amount_sum"],
     ).to_pylist()
@@ -149,11 +148,15 @@ def run_riverbed(settings: Settings, ends: dict[int, int], work: Path, group: st
     return Outcome(name, seconds, ids, windows, late, note=note, dead_letters=dead)
 
 
-def _riverbed_windows_complete(lake_dir: Path) -> bool:
-    txns = lake.read_table(lake_dir, "transactions", columns=["late"])
-    on_time = txns.num_rows - (pc.sum(txns.column("late").cast("int64")).as_py() or 0)
+def _on_time_rows(lake_dir: Path) -> int:
+    late = lake.read_table(lake_dir, "transactions", columns=["late"]).column(0)
+    return len(late) - (pc.sum(late.cast("int64")).as_py() or 0)
+
+
+def _windowed_rows(lake_dir: Path) -> int:
+    """The transactions counted in merchant_minute's windows."""
     counts = lake.read_table(lake_dir, "merchant_minute", columns=["txn_count"]).column(0)
-    return on_time > 0 and (pc.sum(counts).as_py() or 0) == on_time
+    return pc.sum(counts).as_py() or 0
 
 
 # -- Quix Streams -----------------------------------------------------------------------------
