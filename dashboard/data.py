@@ -68,11 +68,7 @@ def read_snapshot(settings: Settings) -> Snapshot:
 
 
 def _read_lake(settings: Settings, snap: Snapshot) -> None:
-    tables = {
-        name: lake.scan_sql(settings.lake_dir, name)
-        for name in ("transactions", "alerts", "merchant_minute")
-        if lake.table_exists(settings.lake_dir, name)
-    }
+    tables = _existing(settings, "payments", ("transactions", "alerts", "merchant_minute"))
     if "transactions" not in tables:
         snap.problems.append("no transactions in the lake yet")
         return
@@ -116,13 +112,18 @@ def _read_lake(settings: Settings, snap: Snapshot) -> None:
         con.close()
 
 
+def _existing(settings: Settings, domain: str, names: tuple[str, ...]) -> dict[str, str]:
+    """A DuckDB scan of each of the domain's tables that exists, by dataset name."""
+    return {
+        name: lake.scan_sql(settings.lake_dir, name, domain)
+        for name in names
+        if lake.table_exists(settings.lake_dir, name, domain)
+    }
+
+
 def _read_iot(settings: Settings, snap: Snapshot) -> None:
     """The IoT domain: readings, anomalies, and each room's latest joined state."""
-    tables = {
-        name: lake.scan_sql(settings.lake_dir, name, "iot")
-        for name in ("readings", "anomalies", "room_state")
-        if lake.table_exists(settings.lake_dir, name, "iot")
-    }
+    tables = _existing(settings, "iot", ("readings", "anomalies", "room_state"))
     if "readings" not in tables:
         return  # no IoT flow has run: the page leaves the section out
     con = lake.connect_duckdb()

@@ -28,7 +28,8 @@ from typing import Any
 import polars as pl
 
 from riverbed.contracts.iot import METRICS, DeviceBaseline, HourBaseline, MetricBaseline, encode
-from riverbed.features import Published, in_window, publish_keyed, rfc3339, scan_dataset
+from riverbed.contracts.wire import rfc3339_instant
+from riverbed.features import Published, in_window, publish_keyed, scan_dataset
 from riverbed.settings import Settings
 from riverbed.topics import IOT_DEVICE_BASELINES
 
@@ -117,7 +118,7 @@ def publish_device_baselines(
     settings: Settings, baselines: pl.DataFrame, topic: str = IOT_DEVICE_BASELINES
 ) -> Published:
     """Publish every baseline, keyed by device_id; raises if any is not acknowledged."""
-    now = rfc3339(datetime.now(UTC))
+    now = rfc3339_instant(datetime.now(UTC))
     messages = (
         (row["device_id"], encode(to_contract(row, now, settings.baseline_window_days)))
         for row in baselines.iter_rows(named=True)
@@ -135,7 +136,7 @@ def to_contract(row: dict[str, Any], computed_at: str, window_days: int) -> Devi
             for hour in row["hours"]
         ],
         reading_count=row["reading_count"],
-        last_event_time=rfc3339(row["last_event_time"]),
+        last_event_time=rfc3339_instant(row["last_event_time"]),
         computed_at=computed_at,
         window_days=window_days,
     )

@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, Producer
 
 from riverbed import lake
 from riverbed.contracts.payments import CardProfile, encode
+from riverbed.contracts.wire import rfc3339_instant
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_CARD_PROFILES, PRODUCER_DEFAULTS
 
@@ -162,7 +163,7 @@ def publish_card_profiles(
     settings: Settings, profiles: pl.DataFrame, topic: str = PAYMENTS_CARD_PROFILES
 ) -> Published:
     """Publish every profile, keyed by card_id; raises if any is not acknowledged."""
-    now = rfc3339(datetime.now(UTC))
+    now = rfc3339_instant(datetime.now(UTC))
     messages = (
         (
             row["card_id"],
@@ -175,7 +176,7 @@ def publish_card_profiles(
                     amount_std=row["amount_std"],
                     usual_hours=row["usual_hours"],
                     usual_mccs=row["usual_mccs"],
-                    last_event_time=rfc3339(row["last_event_time"]),
+                    last_event_time=rfc3339_instant(row["last_event_time"]),
                     computed_at=now,
                     window_days=settings.profile_window_days,
                 )
@@ -219,8 +220,3 @@ def publish_keyed(
             "status`) and that the topic exists (`riverbed topics apply`)."
         )
     return Published(sent, topic)
-
-
-def rfc3339(moment: datetime) -> str:
-    """A UTC instant as the contracts write it: RFC 3339, microseconds, ``Z``."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

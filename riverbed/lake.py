@@ -43,6 +43,8 @@ from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
+from riverbed.contracts.iot import METRICS
+
 log = logging.getLogger("riverbed.lake")
 
 DEFAULT_DOMAIN = "payments"
@@ -150,7 +152,7 @@ DEVICE_WINDOW_SCHEMA = pa.schema(
         pa.field("reading_count", pa.int64()),
         *(
             pa.field(f"{metric}_{stat}", pa.int64() if stat == "count" else pa.float64())
-            for metric in ("temperature_c", "humidity_pct", "light_lux", "co2_ppm")
+            for metric in METRICS
             for stat in ("count", "mean", "min", "max")
         ),
     ]

@@ -34,8 +34,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def rfc3339(us: int) -> str:
     """Microseconds since the epoch as RFC 3339 UTC (isoformat pads the year to 4 digits)."""
-    moment = _EPOCH + timedelta(microseconds=us)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return rfc3339_instant(_EPOCH + timedelta(microseconds=us))
+
+
+def rfc3339_instant(moment: datetime) -> str:
+    """An aware instant as the contracts write it: RFC 3339 UTC, microseconds, ``Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_event_time(value: str, field: str = "event_time") -> datetime:
