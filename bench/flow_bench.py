@@ -1,20 +1,24 @@
 """Benchmark the payments flow against plain confluent-kafka + pyarrow baselines.
 
-    python -m bench.flow_bench throughput [--events 1000000] [--processes 1]
+    python -m bench.flow_bench throughput [--events 1000000] [--processes 1,2] [--profile DIR]
     python -m bench.flow_bench latency [--rate 5000] [--seconds 60]
     python -m bench.flow_bench metrics [--events 1000000] [--rounds 2]
     python -m bench.flow_bench join [--events 1000000] [--rounds 2]
 
 throughput: pre-load ``--events`` generated transactions into a fresh copy of the
 payments topics (``bench.``-prefixed, deleted at the end), then drain them into
-the lake twice: with the flow (recovery on, settings as configured) and with a
+the lake with the flow once per process count in ``--processes`` (recovery on,
+settings as configured, each on a fresh lake and consumer group) and with a
 baseline, a single plain ``Consumer`` that decodes each message with msgspec,
 batches columns and writes a Parquet file every ``flush_rows`` rows with pyarrow
 (no validation, dedup, fraud, windows, Delta log or Kafka transactions). Each figure
 is events / seconds from launch until the data is durable to the end of the topic:
 for the flow, until its Delta table's application transactions reach the end offsets;
-for the baseline, until its group offsets (committed after each file) do. Goal: the
-flow >= 0.7x the baseline's events/s.
+for the baseline, until its group offsets (committed after each file) do. Beside each
+figure, the CPU seconds the contender and the broker used (the machine's cores bound
+what a second process can add). Goals (issue 12): one flow process >= 0.8x the
+baseline's events/s; two processes >= 1.6x one. ``--profile DIR`` samples every flow
+process with py-spy (:mod:`bench.profiling`) and appends the top entries.
 
 latency: produce at a steady ``--rate`` for ``--seconds`` (event times follow the
 wall clock) and measure, per message, produce -> alert on the alerts topic and
@@ -57,11 +61,13 @@ from pathlib import Path
 import confluent_kafka
 import msgspec
 import polars as pl
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench import profiling
 from flows.payments import ensure_recovery_store, flow_commands, settings_env
 from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
@@ -305,6 +311,8 @@ class Drain:
     name: str
     seconds: float
     events: int
+    cpu_s: float | None = None  # CPU seconds of the contender's processes
+    broker_cpu_s: float | None = None  # of the broker(s), over the same span
 
     @property
     def rate(self) -> float:
@@ -340,18 +348,33 @@ def lake_progress(lake_dir: Path, parts: list[int]) -> Callable[[], dict[int, in
     return read
 
 
-def throughput(settings: Settings, events: int, processes: int, work: Path) -> list[Drain]:
+def throughput(
+    settings: Settings,
+    events: int,
+    process_counts: list[int],
+    work: Path,
+    profile: Path | None = None,
+) -> list[Drain]:
+    """The flow drained once per process count (each from the start, on a fresh lake and
+    consumer group), then the baseline, all on the same pre-loaded topic."""
     recreate_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
     print(f"pre-loading {events:,} events ...", flush=True)
     print(f"  done in {preload(settings, events):.1f}s", flush=True)
     ends = end_offsets(settings, SOURCE)
     total = sum(ends.values())
 
-    flow_settings = bench_settings(settings, work / "flow", "bench.flow")
-    flow = drain_with_flow(
-        flow_settings, ends, processes, work / "flow.log",
-        f"flow ({processes} process{'es' if processes > 1 else ''}, recovery on)",
-    )  # fmt: skip
+    drains = []
+    for processes in process_counts:
+        flow_settings = bench_settings(
+            settings, work / f"flow{processes}", f"bench.flow{processes}"
+        )
+        drains.append(
+            drain_with_flow(
+                flow_settings, ends, processes, work / f"flow{processes}.log",
+                f"flow ({processes} process{'es' if processes > 1 else ''}, recovery on)",
+                None if profile is None else profile / f"{processes}",
+            )
+        )  # fmt: skip
 
     base_settings = bench_settings(settings, work / "baseline", "bench.baseline")
     drain = BaselineDrain(
@@ -360,6 +383,8 @@ def throughput(settings: Settings, events: int, processes: int, work: Path) -> l
         flush_rows=settings.flush_rows,
         flush_interval_s=settings.flush_interval_s,
     )
+    broker = BrokerCpu(settings)
+    bench_cpu = psutil.Process().cpu_times()
     thread = threading.Thread(target=drain.run, daemon=True)
     thread.start()
     try:
@@ -370,21 +395,66 @@ def throughput(settings: Settings, events: int, processes: int, work: Path) -> l
             1800,
             thread.is_alive,
         )
+        after = psutil.Process().cpu_times()
+        # The benchmark's own process: the baseline thread, its librdkafka and pyarrow
+        # threads, and this waiting loop (a tenth of a second's sleep between checks).
+        cpu_s = after.user + after.system - bench_cpu.user - bench_cpu.system
     finally:
         drain.stop_event.set()
         thread.join(30)
-    baseline = Drain("baseline (confluent-kafka Consumer + pyarrow)", base_s, total)
+    baseline = Drain(
+        "baseline (confluent-kafka Consumer + pyarrow)", base_s, total, cpu_s, broker.used()
+    )
     print(f"  baseline: {baseline.rate:,.0f} events/s ({base_s:.1f}s)", flush=True)
     delete_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
-    return [flow, baseline]
+    return [*drains, baseline]
+
+
+class BrokerCpu:
+    """CPU seconds the local broker(s) used since this was made (None: not on this host)."""
+
+    def __init__(self, settings: Settings) -> None:
+        ports = {int(server.rsplit(":", 1)[1]) for server in settings.bootstrap_servers.split(",")}
+        pids = {
+            c.pid
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port in ports and c.pid
+        }
+        self._procs = [psutil.Process(pid) for pid in pids]
+        self._start = self._total()
+
+    def _total(self) -> float:
+        total = 0.0
+        for proc in self._procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def used(self) -> float | None:
+        return self._total() - self._start if self._procs else None
 
 
 def drain_with_flow(
-    settings: Settings, ends: dict[int, int], processes: int, log: Path, name: str
+    settings: Settings,
+    ends: dict[int, int],
+    processes: int,
+    log: Path,
+    name: str,
+    profile: Path | None = None,
 ) -> Drain:
-    """The flow, launched and run until its lake holds the topic to ``ends``."""
+    """The flow, launched and run until its lake holds the topic to ``ends``; with
+    ``profile``, each flow process is sampled by py-spy into ``profile-<i>.txt`` there."""
     began = time.monotonic()
+    broker = BrokerCpu(settings)
     procs = start_flow(settings, processes, log)
+    watched = [psutil.Process(p.pid) for p in procs]
+    samplers = []
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        samplers = [
+            profiling.attach(p.pid, profile / f"profile-{i}.txt") for i, p in enumerate(procs)
+        ]
     scraping = threading.Event()
     scraper = threading.Thread(target=scrape_while, args=(settings, scraping), daemon=True)
     scraper.start()
@@ -397,13 +467,17 @@ def drain_with_flow(
             lambda: all(p.poll() is None for p in procs),
         )
         seconds = time.monotonic() - began
+        cpu_s = sum(t.user + t.system for t in (p.cpu_times() for p in watched))
+        broker_cpu_s = broker.used()
     except RuntimeError:
         print(log.read_text()[-3000:], file=sys.stderr)
         raise
     finally:
         scraping.set()
         stop(procs)
-    drain = Drain(name, seconds, sum(ends.values()))
+        for sampler in samplers:
+            sampler.wait(60)  # py-spy writes its profile when the process ends
+    drain = Drain(name, seconds, sum(ends.values()), cpu_s, broker_cpu_s)
     print(f"  {name}: {drain.rate:,.0f} events/s ({seconds:.1f}s)", flush=True)
     return drain
 
@@ -744,10 +818,34 @@ def append_results(text: str) -> None:
         handle.write("\n" + text.strip() + "\n")
 
 
-def report_throughput(settings: Settings, drains: list[Drain], events: int, processes: int) -> str:
-    flow, baseline = drains
-    ratio = flow.rate / baseline.rate
+def _what(drain: Drain) -> str:
+    """ "flow (2 processes, recovery on)" -> "2 processes"."""
+    return drain.name.split("(")[1].split(",")[0]
+
+
+def _cpu(seconds: float | None, span: float) -> str:
+    return "" if seconds is None else f"{seconds:.1f} ({seconds / span:.2f})"
+
+
+def report_throughput(
+    settings: Settings, drains: list[Drain], events: int, process_counts: list[int]
+) -> str:
+    *flows, baseline = drains
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = "\n".join(
+        f"| {d.name} | {d.seconds:.1f} | {d.rate:,.0f} | {d.rate / baseline.rate:.2f} | "
+        f"{_cpu(d.cpu_s, d.seconds)} | {_cpu(d.broker_cpu_s, d.seconds)} |"
+        for d in drains
+    )
+    first = flows[0]
+    ratios = [
+        f"flow ({_what(first)}) / baseline: **{first.rate / baseline.rate:.2f}** (goal >= 0.8)"
+    ]
+    ratios += [
+        f"{_what(other)} / {_what(first)}: **{other.rate / first.rate:.2f}** (goal for 2: >= 1.6)"
+        for other in flows[1:]
+    ]
+    counts = ",".join(str(n) for n in process_counts)
     return f"""
 ## Payments flow: throughput vs a plain consumer (throughput, {when})
 
@@ -755,21 +853,23 @@ def report_throughput(settings: Settings, drains: list[Drain], events: int, proc
 - {events:,} generated transactions pre-loaded into a fresh 6-partition topic; each
   contender drains it into Parquet from launch until its consumer group's offsets reach
   the end (start-up included)
-- flow: `flows.payments` with recovery, {flow.name.split("(")[1].split(",")[0]}; flush every
-  {settings.flush_interval_s:g}s or {settings.flush_rows:,} rows, a recovery snapshot every
+- flow: `flows.payments` with recovery; flush every {settings.flush_interval_s:g}s or
+  {settings.flush_rows:,} rows, a recovery snapshot every
   {max(1, round(settings.flush_interval_s))}s; validation, resends, fraud, windows, DLQ,
   alerts in Kafka transactions and Delta commits included
 - baseline: one `confluent_kafka.Consumer`, msgspec decode, columns -> pyarrow Parquet
   every {settings.flush_rows:,} rows, commit after each file; nothing else
+- CPU: seconds of CPU (user + system) the contender's processes and the broker used while
+  it drained, and in brackets the average number of cores busy (the machine has
+  {os.cpu_count()})
 
-| contender | seconds | events/s |
-|---|---:|---:|
-| {flow.name} | {flow.seconds:.1f} | {flow.rate:,.0f} |
-| {baseline.name} | {baseline.seconds:.1f} | {baseline.rate:,.0f} |
+| contender | seconds | events/s | / baseline | CPU s (cores) | broker CPU s (cores) |
+|---|---:|---:|---:|---:|---:|
+{rows}
 
-Ratio flow / baseline: **{ratio:.2f}** (goal >= 0.7).
+{"; ".join(ratios)}.
 
-Reproduce: `python -m bench.flow_bench throughput --events {events} --processes {processes}`
+Reproduce: `python -m bench.flow_bench throughput --events {events} --processes {counts}`
 """
 
 
@@ -808,11 +908,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flow_bench", description=__doc__)
     parser.add_argument("what", choices=["throughput", "latency", "metrics", "join"])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="flow processes; throughput takes a list (1,2: both, in the same run)",
+    )
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rounds", type=int, default=2, help="metrics, join: rounds per setting")
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="throughput: sample the flow with py-spy into this folder, print the top entries",
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     work = Path(
@@ -822,13 +931,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.what == "throughput":
-            drains = throughput(settings, args.events, args.processes, work)
-            text = report_throughput(settings, drains, args.events, args.processes)
+            counts = [int(n) for n in args.processes.split(",")]
+            drains = throughput(settings, args.events, counts, work, args.profile)
+            text = report_throughput(settings, drains, args.events, counts)
+            if args.profile is not None:
+                for raw in sorted(args.profile.glob("*/profile-*.txt")):
+                    text += (
+                        f"\n\nWhere the flow's time goes ({raw.parent.name} process(es), "
+                        f"{raw.stem}): " + profiling.table(raw)
+                    )
         elif args.what == "metrics":
-            drains = metrics_cost(settings, args.events, args.processes, work, args.rounds)
-            text = report_metrics_cost(drains, args.events, args.processes, args.rounds)
+            processes = int(args.processes)
+            drains = metrics_cost(settings, args.events, processes, work, args.rounds)
+            text = report_metrics_cost(drains, args.events, processes, args.rounds)
         elif args.what == "join":
-            text = join_cost(settings, args.events, args.processes, work, args.rounds)
+            text = join_cost(settings, args.events, int(args.processes), work, args.rounds)
         else:
             runs = [
                 latency_flow(settings, args.rate, args.seconds, work),

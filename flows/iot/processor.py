@@ -55,7 +55,7 @@ from riverbed.contracts.iot import (
     Anomaly,
     DeviceBaseline,
     decode_baseline,
-    decode_reading,
+    decode_reading_at,
     encode,
 )
 from riverbed.contracts.wire import rfc3339
@@ -132,7 +132,7 @@ class DeviceProcessor:
         windows = self.windows
         if batch.table:
             self.baselines.read(batch.table, decode_baseline)
-        validate = Validator(decode_reading, counts, dlq)
+        validate = Validator(decode_reading_at, counts, dlq)
         for offset, key, value, ts_ms in batch.records:
             counts.processed += 1
             if self.baselines.due(ts_ms):

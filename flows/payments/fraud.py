@@ -135,14 +135,7 @@ class FraudRules:
         hits: list[tuple[str, float, str]] = []
 
         # velocity
-        times = card.velocity_times
-        insort(times, event_us)
-        newest = times[-1]
-        if times[0] <= newest - cfg.velocity_window_us:
-            # Older than a window before the newest can never count again.
-            cut = bisect_right(times, newest - cfg.velocity_window_us)
-            del times[:cut]
-        count = _busiest_window(times, event_us, cfg.velocity_window_us)
+        count = _count_in_window(card.velocity_times, event_us, cfg.velocity_window_us)
         if count >= cfg.velocity_count and event_us >= card.velocity_quiet_until:
             card.velocity_quiet_until = event_us + cfg.velocity_window_us
             hits.append(
@@ -199,11 +192,7 @@ class FraudRules:
 
         # card testing
         if cents < cfg.testing_max_cents:
-            small = card.small_times
-            insort(small, event_us)
-            if small[0] <= small[-1] - cfg.testing_window_us:
-                del small[: bisect_right(small, small[-1] - cfg.testing_window_us)]
-            n = _busiest_window(small, event_us, cfg.testing_window_us)
+            n = _count_in_window(card.small_times, event_us, cfg.testing_window_us)
             if n >= cfg.testing_count and event_us >= card.testing_quiet_until:
                 card.testing_quiet_until = event_us + cfg.testing_window_us
                 hits.append(
@@ -246,6 +235,23 @@ class FraudRules:
         if event_us > card.last_us:
             card.last_us = event_us
         return hits
+
+
+def _count_in_window(times: list[int], t: int, width: int) -> int:
+    """Add ``t`` to the sorted ``times``, forget those that can never count again (a
+    window or more before the newest), and give :func:`_busiest_window` for ``t``."""
+    if not times or t >= times[-1]:
+        # In order, as nearly every event is: everything kept is less than a window
+        # before t, so the busiest span holding t is all of them.
+        times.append(t)
+        if times[0] <= t - width:
+            del times[: bisect_right(times, t - width)]
+        return len(times)
+    insort(times, t)
+    newest = times[-1]
+    if times[0] <= newest - width:
+        del times[: bisect_right(times, newest - width)]
+    return _busiest_window(times, t, width)
 
 
 def _busiest_window(times: list[int], t: int, width: int) -> int:

@@ -37,7 +37,7 @@ from riverbed.contracts.payments import (
     Alert,
     Transaction,
     decode_profile,
-    decode_transaction,
+    decode_transaction_at,
     encode,
 )
 from riverbed.contracts.wire import rfc3339
@@ -115,38 +115,41 @@ class PartitionProcessor:
         add_late = txns.late.append
         add_offset = txns.offset.append
         add_produced = txns.produced_ms.append
-        validate = Validator(decode_transaction, counts, dlq)
+        validate = Validator(decode_transaction_at, counts, dlq)
 
+        # The partition's newest event time and watermark, as locals: read for every
+        # event, they change only when an event is the newest yet.
+        newest = windows.max_event_us
+        wm = windows.watermark_us
         for offset, key, value, ts_ms in batch.records:
-            counts.processed += 1
             if pending and pending[0][0] <= ts_ms:
                 self._apply_profiles(ts_ms)
             checked = validate(offset, key, value, ts_ms)
             if checked is None:
                 continue
             txn, event_us = checked
-            card = cards.get(txn.card_id)
+            card_id = txn.card_id
+            card = cards.get(card_id)
             if card is None:
-                card = cards[txn.card_id] = CardState()
+                card = cards[card_id] = CardState()
             if card.seen(txn.transaction_id, event_us, cfg):
                 counts.resent += 1
                 continue
-            counts.valid += 1
-            wm = windows.watermark_us
             late = wm is not None and event_us < wm
             cents = round(txn.amount * 100)
-            profile = profiles.get(txn.card_id) if profiles else None
+            profile = profiles.get(card_id) if profiles else None
             hits = check(card, txn.transaction_id, event_us, cents, txn.lat, txn.lon, profile)
             if hits:
                 self._alerts(txn, event_us, offset, ts_ms, hits, detected_us, alerts, counts)
             if late:
                 counts.late += 1
             else:
-                windows.add(event_us, txn.merchant_id, txn.card_id, cents, len(hits))
-                if windows.max_event_us is None or event_us > windows.max_event_us:
+                windows.add(event_us, txn.merchant_id, card_id, cents, len(hits))
+                if newest is None or event_us > newest:
                     windows.observe(event_us)
+                    newest, wm = event_us, windows.watermark_us
             add_id(txn.transaction_id)
-            add_card(txn.card_id)
+            add_card(card_id)
             add_merchant(txn.merchant_id)
             add_mcc(txn.mcc)
             add_currency(txn.currency)
@@ -160,6 +163,8 @@ class PartitionProcessor:
             add_offset(offset)
             add_produced(ts_ms)
 
+        counts.processed = len(batch.records)
+        counts.valid = len(txns)
         self._sweep_cards()
         processed = ProcessedBatch(
             partition=batch.partition,

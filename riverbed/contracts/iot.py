@@ -14,11 +14,18 @@ not a broken message.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import msgspec
 
-from riverbed.contracts.wire import InvalidEvent, decode_error, encode, parse_event_time
+from riverbed.contracts.wire import (
+    InvalidEvent,
+    check_event_time,
+    decode_error,
+    encode,
+    from_micros,
+    micros,
+)
 
 __all__ = [
     "METRICS",
@@ -31,10 +38,10 @@ __all__ = [
     "Reading",
     "decode_baseline",
     "decode_reading",
+    "decode_reading_at",
     "encode",
 ]
 
-MAX_FUTURE = timedelta(minutes=5)
 
 # The measurements a reading may carry, and the physical range of each (inclusive).
 METRICS: tuple[str, ...] = ("temperature_c", "humidity_pct", "light_lux", "co2_ppm")
@@ -134,17 +141,23 @@ def decode_reading(raw: bytes | None, now: datetime | None = None) -> tuple[Read
     ``now`` decides what "in the future" means (the flow passes the message's Kafka
     timestamp, so a replay judges as the live run did); it defaults to the wall clock.
     """
+    reading, event_us = decode_reading_at(raw, None if now is None else micros(now))
+    return reading, from_micros(event_us)
+
+
+def decode_reading_at(raw: bytes | None, now_us: int | None) -> tuple[Reading, int]:
+    """:func:`decode_reading` with times in microseconds since the epoch (the flow's)."""
     if raw is None:
         raise InvalidEvent("value: message has no value (tombstone)")
     try:
         reading = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise decode_error(exc) from None
-    return reading, check_rules(reading, now)
+    return reading, check_rules(reading, now_us)
 
 
-def check_rules(reading: Reading, now: datetime | None = None) -> datetime:
-    """Check the rules types alone do not; return the UTC event time."""
+def check_rules(reading: Reading, now_us: int | None = None) -> int:
+    """Check the rules types alone do not; return the event time in µs since the epoch."""
     for name in ("reading_id", "device_id", "room_id"):
         if not getattr(reading, name).strip():
             raise InvalidEvent(f"{name}: must be a non-empty string")
@@ -160,9 +173,4 @@ def check_rules(reading: Reading, now: datetime | None = None) -> datetime:
             raise InvalidEvent(f"{name}: {value!r} must be within {low:g}..{high:g}")
     if not present:
         raise InvalidEvent(f"value: a reading needs at least one of {', '.join(METRICS)}")
-    event_time = parse_event_time(reading.event_time)
-    if event_time > (now or datetime.now(UTC)) + MAX_FUTURE:
-        raise InvalidEvent(
-            f"event_time: {reading.event_time!r} is more than 5 minutes in the future"
-        )
-    return event_time
+    return check_event_time(reading.event_time, now_us)

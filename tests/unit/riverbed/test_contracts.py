@@ -60,6 +60,7 @@ def test_valid_examples(changes: dict[str, object]) -> None:
         (raw(lat=None), "lat: expected `float`, got `null`"),
         (raw(mcc="541"), "mcc: '541' must be 4 digits"),
         (raw(mcc="54a1"), "mcc: '54a1' must be 4 digits"),
+        (raw(mcc="5411\n"), "mcc: '5411\\n' must be 4 digits"),
         (raw(mcc=5411), "mcc: expected `str`, got `int`"),
         (raw(amount=0), "amount: 0"),
         (raw(amount=-5), "amount: -5"),
