@@ -143,19 +143,29 @@ def preload_start() -> float:
 PRELOAD_RATE = 200.0  # events per second of event time, `make run`'s default
 
 
-def preload(settings: Settings, events: int, seed: int = 7) -> float:
+def preload(
+    settings: Settings,
+    events: int,
+    seed: int = 7,
+    *,
+    config: GeneratorConfig | None = None,
+    start: float | None = None,
+    rate: float = PRELOAD_RATE,
+) -> float:
     """Produce ``events`` generated transactions; seconds.
 
     The traffic ``riverbed produce`` makes with the settings' population (cards,
     merchants, shares) at 200 events/s of event time from :func:`preload_start`. Each
     message's Kafka timestamp is the generator's clock when it was made, as for a live
     producer, so the flow's "not in the future" check sees what it would live.
+    ``config`` (another population), ``start`` (another first event time) and ``rate``
+    (events per second of event time) are for ``bench.state_bench``.
     """
     generator = PaymentsGenerator(
-        GeneratorConfig.from_settings(settings),
+        config or GeneratorConfig.from_settings(settings),
         seed=seed,
-        start=preload_start(),
-        rate=PRELOAD_RATE,
+        start=preload_start() if start is None else start,
+        rate=rate,
     )
     producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
     began = time.monotonic()
