@@ -136,11 +136,13 @@ def cluster_health(
     expected: Iterable[_NamedBroker] = (),
     quorum: bool = True,
     admin: object | None = None,
+    quorum_timeout_s: float | None = None,
 ) -> ClusterHealth:
     """Ask the cluster at ``settings.bootstrap_servers`` how it is.
 
     ``expected``: brokers that should be registered (the local cluster's nodes).
     ``quorum``: also describe the controller quorum (runs a Kafka tool, ~1.5 s).
+    ``quorum_timeout_s``: see :func:`describe_quorum`.
     """
     client = admin or quiet_admin(settings)
     wanted = {b.id: b.address for b in expected}
@@ -182,7 +184,7 @@ def cluster_health(
     )
     if not quorum:
         return health
-    leader, voters, error = describe_quorum(settings)
+    leader, voters, error = describe_quorum(settings, timeout_s=quorum_timeout_s)
     return replace(health, quorum_leader=leader, quorum_voters=voters, quorum_error=error)
 
 
@@ -200,10 +202,22 @@ _LEADER = re.compile(r"^LeaderId:\s+(-?\d+)", re.MULTILINE)
 _VOTERS = re.compile(r"^CurrentVoters:\s+(.*)$", re.MULTILINE)
 
 
-def describe_quorum(settings: Settings) -> tuple[int | None, tuple[int, ...], str | None]:
-    """(leader id, voter ids, error) of the KRaft controller quorum."""
+def describe_quorum(
+    settings: Settings, *, timeout_s: float | None = None
+) -> tuple[int | None, tuple[int, ...], str | None]:
+    """(leader id, voter ids, error) of the KRaft controller quorum.
+
+    A quorum that lost its majority does not answer: the tool gives up after
+    ``timeout_s`` (None: the Kafka admin client's default.api.timeout.ms, 60 s).
+    """
+    overrides = {}
+    if timeout_s is not None:
+        ms = str(int(timeout_s * 1000))
+        overrides = {"default.api.timeout.ms": ms, "request.timeout.ms": ms}
     try:
-        out = KafkaJars(settings).run_against_cluster(QUORUM_TOOL, "describe", "--status")
+        out = KafkaJars(settings).run_against_cluster(
+            QUORUM_TOOL, "describe", "--status", client_overrides=overrides
+        )
     except KafkaJarsError as exc:
         return None, (), f"could not describe it: {str(exc).splitlines()[-1]}"
     leader = _LEADER.search(out)

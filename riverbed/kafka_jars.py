@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from riverbed.settings import Settings
@@ -152,14 +152,17 @@ class KafkaJars:
             )
         return done.stdout
 
-    def run_against_cluster(self, main_class: str, *args: str) -> str:
+    def run_against_cluster(
+        self, main_class: str, *args: str, client_overrides: Mapping[str, str] | None = None
+    ) -> str:
         """Run a tool that talks to the cluster, as every Riverbed client does.
 
         The client settings (security, credentials) go in a ``--command-config``
         file readable by this user only and deleted afterwards, never on the
         command line, where any user of the machine could read a password.
+        ``client_overrides``: more Java client properties for that file (timeouts).
         """
-        with client_properties_file(self.settings) as config:
+        with client_properties_file(self.settings, client_overrides) as config:
             return self.run(
                 main_class,
                 "--bootstrap-server",
@@ -192,8 +195,11 @@ def java_client_properties(settings: Settings) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def client_properties_file(settings: Settings) -> Iterator[Path]:
-    lines = [f"{k}={_properties_escape(v)}" for k, v in java_client_properties(settings).items()]
+def client_properties_file(
+    settings: Settings, overrides: Mapping[str, str] | None = None
+) -> Iterator[Path]:
+    props = {**java_client_properties(settings), **(overrides or {})}
+    lines = [f"{k}={_properties_escape(v)}" for k, v in props.items()]
     with _private_file("client.properties", "\n".join(lines) + "\n") as path:
         yield path
 

@@ -69,9 +69,16 @@ def test_kill_9_of_the_busiest_leader_loses_and_duplicates_nothing(
     flow = Supervised(fault_settings, log).start()
     try:
         flow.run_until(lambda: bool(lake_offsets(fault_settings)), 90, "a lake commit")
+        partitions = set(end_offsets(fault_settings))
         victim = busiest_leader(fault_settings)
         killed_at = kill_nodes(cluster, victim)
-        time.sleep(20)
+        # Until every partition took a write sent after the kill (its leader moved): what
+        # `recovered` below measures, and more than 60 s of it fails the test anyway.
+        flow.run_until(
+            lambda: producer.acknowledged_partitions(killed_at) == partitions,
+            60,
+            "writes to every partition to resume",
+        )
         producer.stop()
         flow.run_until(drained(fault_settings), 240, "the flow to catch up")
         still_running = flow.running()
@@ -161,7 +168,8 @@ def test_a_flow_started_as_the_cluster_comes_up_does_not_die(
     flow = Supervised(fault_settings, log).start()
     producer = RecordingProducer(fault_settings, rate=200).start()
     try:
-        time.sleep(15)
+        # Past start-up: the flow has joined its group and committed a transaction.
+        flow.run_until(lambda: bool(lake_offsets(fault_settings)), 90, "a lake commit")
         producer.stop()
         flow.run_until(drained(fault_settings), 180, "the flow to catch up")
         still_running = flow.running()
@@ -181,14 +189,22 @@ def test_losing_two_of_three_brokers_stops_writes_and_loses_nothing(
     try:
         flow.run_until(lambda: bool(lake_offsets(fault_settings)), 90, "a lake commit")
         kill_nodes(cluster, 2, 3)
-        time.sleep(18)  # past the producer's delivery timeout (12 s)
+        # Past the producer's delivery timeout (12 s): a write failed.
+        flow.run_until(lambda: bool(producer.failed), 60, "a write to fail")
         # The one node left has lost its controller quorum: no leader moves, no ISR
-        # shrinks, acks=all writes cannot complete, and status says why.
-        health = cluster_health(cluster.settings, expected=cluster.nodes)
+        # shrinks, acks=all writes cannot complete, and status says why. (A quorum
+        # without a majority answers nothing: its description times out, after 10 s
+        # here rather than the admin client's default 60 s.)
+        health = cluster_health(cluster.settings, expected=cluster.nodes, quorum_timeout_s=10)
         assert "1 of 3 brokers running" in cluster.status().message
         assert not health.healthy and health.quorum_error is not None, health.report()
         cluster.start()
-        time.sleep(10)
+        back = time.monotonic()
+        flow.run_until(
+            lambda: any(d.sent_at >= back for d in producer.acknowledged),
+            60,
+            "writes to succeed again",
+        )
         producer.stop()
         flow.run_until(drained(fault_settings), 300, "the flow to catch up")
     finally:

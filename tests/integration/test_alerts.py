@@ -60,7 +60,9 @@ def test_each_alert_fires_when_its_condition_is_caused(
     writer.claim([app])
     writer.append(txns(range(10)), {app: 10})
 
-    with running_prometheus(settings):
+    # Every interval and every rule's "for" a third as long as `make run` has them: the
+    # same rules, on a faster clock (30 s of a condition become 10 s).
+    with running_prometheus(settings, time_scale=3):
         assert wait_for(settings, 'count(up{job="kafka"} == 1) == 3')
         assert firing(settings) == set()  # nothing fires before its condition holds long enough
         # A producer of which a third of the events are malformed, and a flow that sends

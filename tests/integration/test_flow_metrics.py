@@ -36,8 +36,13 @@ def test_counters_never_count_a_replayed_batch_twice(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
     # A short transaction timeout: the killed flow's open transactions are aborted soon.
+    # Flushes every second rather than every 5 s: each wait below is for a flush.
     settings = load_settings(
-        **{**kafka_settings.model_dump(exclude_none=True), "flow_transaction_timeout_s": 10}
+        **{
+            **kafka_settings.model_dump(exclude_none=True),
+            "flow_transaction_timeout_s": 10,
+            "flush_interval_s": 1.0,
+        }
     )
     began = time.monotonic()
     events = generate(6000, seed=21)

@@ -21,7 +21,7 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -359,12 +359,6 @@ def assert_marts_match(snapshot: Snapshot, oracle: Oracle) -> None:
         assert snapshot.flagged_shares[(day, rule)] == pytest.approx(flagged / txns)
 
 
-def build(home: Path) -> DbtRun:
-    result = run_dbt(home, "build")
-    assert result.ok, result.output[-6000:]
-    return result
-
-
 @dataclass
 class Scenario:
     lake: Lake
@@ -380,20 +374,22 @@ class Scenario:
     facts_refreshed: Snapshot  # after a full refresh of fct_transactions alone, then a build
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    """Two micro-batches, a ``dbt build`` after each (the dbt runs are the slow part)."""
-    home = tmp_path_factory.mktemp("warehouse") / "riverbed"
+def builds(home: Path) -> Generator[None, DbtRun, Scenario]:
+    """Two micro-batches, a ``dbt build`` after each, then compaction and a full refresh of
+    the facts, each followed by a build. At each ``yield`` the lake is ready for the next
+    build, whose run is sent back: the builds are shared with the IoT scenario
+    (``warehouse_scenarios`` in tests/integration/conftest.py; the dbt runs are the slow
+    part)."""
     lake = Lake(SyntheticLake(home / "lake"), random.Random(20261125))
 
     first_batch(lake)
-    build(home)
+    yield
     first = Snapshot.of(home)
     first_oracle = Oracle.of(lake)
     first_watermarks = offset_watermarks(lake.records)
 
     second_batch(lake)
-    second_run = build(home)
+    second_run = yield
     second = Snapshot.of(home)
     second_sql = {
         model: second_run.compiled_sql(f"marts/payments/{model}.sql")
@@ -403,7 +399,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     # compaction rewrites every file; a build after it must change nothing
     for dataset in ("transactions", "alerts", "merchant_minute"):
         assert lake_tables.compact(home / "lake", dataset).files_removed > 0
-    compacted_run = build(home)
+    compacted_run = yield
     compacted = Snapshot.of(home)
 
     # an operator rebuilds the facts alone: every row gets a new _loaded_at, and the
@@ -411,8 +407,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     # them again
     refresh = run_dbt(home, "run", "--full-refresh", "--select", "fct_transactions")
     assert refresh.ok, refresh.output[-6000:]
-    build(home)
-    yield Scenario(
+    yield
+    return Scenario(
         lake=lake,
         first=first,
         first_oracle=first_oracle,
@@ -425,6 +421,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         compacted_run=compacted_run,
         facts_refreshed=Snapshot.of(home),
     )
+
+
+@pytest.fixture(scope="module")
+def scenario(warehouse_scenarios: dict[str, Any]) -> Scenario:
+    return warehouse_scenarios["payments"]
 
 
 # --------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ import pytest
 from riverbed import lake as lake_tables
 from riverbed.contracts.iot import METRICS
 from riverbed.topics import IOT_READINGS
-from tests.support.lake_fixture import DbtRun, OffsetAssigner, Row, SyntheticLake, run_dbt
+from tests.support.lake_fixture import DbtRun, OffsetAssigner, Row, SyntheticLake
 
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
 KINDS = (
@@ -354,12 +354,6 @@ def assert_marts_match(snap: dict[str, dict[Any, tuple[Any, ...]]], lake: Lake) 
     assert_equal("stg_iot__device_window", snap["device_window"], expected)
 
 
-def build(home: Path) -> DbtRun:
-    result = run_dbt(home, "build")
-    assert result.ok, result.output[-6000:]
-    return result
-
-
 @dataclass
 class Scenario:
     empty: dict[str, dict[Any, tuple[Any, ...]]]
@@ -372,21 +366,20 @@ class Scenario:
     compacted: dict[str, dict[Any, tuple[Any, ...]]]
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+def builds(home: Path) -> Generator[None, DbtRun, Scenario]:
     """A build before any IoT table exists, then two micro-batches with a build after
-    each, then compaction and a build."""
-    home = tmp_path_factory.mktemp("warehouse-iot") / "riverbed"
-    home.mkdir(parents=True)
+    each, then compaction and a build. At each ``yield`` the lake is ready for the next
+    build, whose run is sent back: the builds are shared with the payments scenario
+    (``warehouse_scenarios`` in tests/integration/conftest.py)."""
     synthetic = SyntheticLake(home / "lake", domain="iot")
     synthetic.offsets = OffsetAssigner(topic=IOT_READINGS, partitions=3, key="device_id")
     lake = Lake(synthetic, random.Random(20261130))
 
-    build(home)
+    yield
     empty = snapshot(home)
 
     lake.send(make_readings(lake.rng, DAY0, hours=30, tag="a"))
-    build(home)
+    yield
     first = snapshot(home)
     first_expected = {"device_hourly": device_hourly(lake), "anomalies": anomalies(lake)}
 
@@ -400,7 +393,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     ]
     lake.send(fresh + late + retries)
     second_dates = {(DAY0 + timedelta(days=2)).date().isoformat(), DAY0.date().isoformat()}
-    second_run = build(home)
+    second_run = yield
     second = snapshot(home)
     second_sql = {
         model: second_run.compiled_sql(f"marts/iot/{model}.sql")
@@ -409,10 +402,15 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 
     for dataset in ("readings", "room_state", "anomalies"):
         assert lake_tables.compact(home / "lake", dataset, "iot").files_removed > 0, dataset
-    build(home)
-    yield Scenario(
+    yield
+    return Scenario(
         empty, lake, first, first_expected, second, second_sql, second_dates, snapshot(home)
     )
+
+
+@pytest.fixture(scope="module")
+def scenario(warehouse_scenarios: dict[str, Any]) -> Scenario:
+    return warehouse_scenarios["iot"]
 
 
 # --------------------------------------------------------------------------------------

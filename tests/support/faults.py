@@ -128,6 +128,10 @@ class RecordingProducer:
     def failed(self) -> list[Delivery]:
         return [d for d in self.deliveries if d.error is not None]
 
+    def acknowledged_partitions(self, after: float) -> set[int]:
+        """The partitions that acknowledged a message sent at or after ``after``."""
+        return {d.partition for d in self.acknowledged if d.sent_at >= after}
+
     def stalls(self, after: float) -> list[float]:
         """Acknowledgement latencies (s) of the messages sent at or after ``after``."""
         return sorted(d.done_at - d.sent_at for d in self.acknowledged if d.sent_at >= after)

@@ -28,12 +28,12 @@ import subprocess
 import sys
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -369,3 +369,29 @@ def dbt_command(
         *args,
     ]  # fmt: skip
     return argv, env
+
+
+Built = TypeVar("Built")
+
+
+def build_together(
+    home: Path, scenarios: Mapping[str, Generator[None, DbtRun, Built]]
+) -> dict[str, Built]:
+    """Scenarios that share one warehouse (``home``), each a generator that prepares its
+    lake up to a ``yield`` and is then sent the run of the ``dbt build`` that follows
+    (every build builds every domain's marts, so one build serves them all). Builds run
+    until every scenario has returned; its return values, by name."""
+    pending = dict(scenarios)
+    for scenario in pending.values():
+        next(scenario)
+    done: dict[str, Built] = {}
+    while pending:
+        run = run_dbt(home, "build")
+        assert run.ok, run.output[-6000:]
+        for name, scenario in list(pending.items()):
+            try:
+                scenario.send(run)
+            except StopIteration as finished:
+                done[name] = finished.value
+                del pending[name]
+    return done
