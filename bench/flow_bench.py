@@ -819,7 +819,9 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} CPUs, {platform.system()} {platform.machine()}, Python "
         f"{platform.python_version()}, confluent-kafka {confluent_kafka.version()} "
-        f"(librdkafka {confluent_kafka.libversion()[0]}); broker, flow and baseline on one host"
+        f"(librdkafka {confluent_kafka.libversion()[0]}); broker, flow and baseline on one host; "
+        # The machine is shared: what else ran is part of every figure.
+        f"load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
 
 
