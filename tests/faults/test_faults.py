@@ -326,8 +326,12 @@ def test_dagster_restarted_under_a_running_flow_leaves_it_running(
         lake_at_kill = sum(lake_offsets(settings).values())
         restarted_at = time.time()
         dagster.start()
-        time.sleep(3 * settings.flush_interval_s + 2)  # Dagster is still starting
-        lake_while_down = sum(lake_offsets(settings).values())
+        # While Dagster is still starting (it takes longer than this), a commit comes.
+        deadline = time.monotonic() + 3 * settings.flush_interval_s + 2
+        while (lake_while_down := sum(lake_offsets(settings).values())) <= lake_at_kill:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         dagster.wait()
         wait_until(
             lambda: liveness_tick(restarted_at) is not None, 120, "a new tick", [], dagster_log

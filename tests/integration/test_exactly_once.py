@@ -169,7 +169,8 @@ def run_interrupted(
         daemon=True,
     )
     producing.start()
-    time.sleep(1.0)  # the flow starts on a topic that already has data in every partition
+    # The flow starts on a topic that already has data in every partition.
+    wait_until(lambda: all(end_offsets(settings).values()), 30, "data in every partition", [], log)
 
     done = 0
     while done < stops or producing.is_alive():
