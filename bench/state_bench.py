@@ -16,14 +16,16 @@ pre-load, ``--rate`` events/s of event time) and
 - once it is stopped (SIGINT), read its recovery store (SQLite files under
   ``<home>/flows/payments/recovery``): the snapshot a restart resumes from is, per step
   and key, the newest row of the ``snaps`` table; its size is the sum of those blobs
-  (``ser_change``, Bytewax's pickle of the step's snapshot: for the processors and the
-  window merger :mod:`flows.kit.steps`' pickle of the whole object). Also the files'
+  (``ser_change``, Bytewax's pickle of the step's snapshot: for the processors the
+  source's :class:`~flows.kit.processing.PartitionState`, for the window merger
+  :mod:`flows.kit.steps`' pickle of the whole object). Also the files'
   size as they are and after ``VACUUM INTO`` a copy, and what the processors hold
   (cards, resend ids, open windows), decoded here;
 - produce ``--extra`` more events (1,000) just after the pre-load's event time,
   restart the flow on the same home and time it from launch until the lake holds the
   new end offsets. The flow logs at DEBUG here, so its log says when each snapshot was
-  taken, how large it was and how long the pickling took (``flows.kit.steps``): the
+  taken, how large it was and how long the pickling took (:mod:`flows.kit.processing`,
+  :mod:`flows.kit.steps`): the
   time spent snapshotting during the drain and the first snapshot after the restart
   (the state loaded and one epoch run) come from there; the decoding of the state
   alone (both unpickles, as a resume does) is timed in this process.
@@ -71,7 +73,8 @@ from bench.flow_bench import (
     preload_start,
     recreate_topics,
 )
-from flows.payments import recovery_dir
+from flows.kit.processing import PartitionState
+from flows.payments import recovery_dir, snapshot_interval_s
 from flows.payments.config import FlowConfig
 from flows.payments.fraud import encode_cards
 from flows.payments.processor import PartitionProcessor
@@ -227,10 +230,12 @@ def measure_store(directory: Path, work: Path, config: FlowConfig) -> StoreSize:
     states = []
     for step, blob in latest:
         value = pickle.loads(blob)  # Bytewax's own serialisation of the snapshot
-        if isinstance(value, bytes):  # flows.kit.steps: the pickled object
+        if isinstance(value, PartitionState):  # flows.kit.processing: the source's
+            value = pickle.loads(value.processor)
+        elif isinstance(value, bytes):  # flows.kit.steps: the pickled object
             value = pickle.loads(value)
-            if isinstance(value, PartitionProcessor):
-                value.configure(config)  # as flows.kit.steps.partition_step does
+        if isinstance(value, PartitionProcessor):
+            value.configure(config)  # as flows.kit.processing does on a restore
         states.append((step, value))
     decode_s = time.perf_counter() - began
     size = StoreSize(
@@ -260,7 +265,7 @@ def _count_state(state: object, size: StoreSize) -> None:
         size.window_cards += sum(len(w.cards) for w in state.windows.open.values())
         size.cards_bytes += len(encode_cards(state.cards))
     elif isinstance(state, WindowMerger):
-        size.merger_windows += len(state.open) + len(state.closed)
+        size.merger_windows += state.window_count()
 
 
 # -- one population ------------------------------------------------------------------------
@@ -424,7 +429,7 @@ def report(settings: Settings, runs: list[StateRun], argv: list[str]) -> str:
 - machine: {machine()}
 - per population, {events:,} generated transactions (`bench.flow_bench`'s pre-load, seed 7,
   at the given events/s of event time) in fresh 6-partition topics, drained by the flow
-  (1 process, recovery on, a snapshot every {max(1, round(settings.flush_interval_s))} s) from
+  (1 process, recovery on, a snapshot every {snapshot_interval_s(settings)} s) from
   launch until the lake holds the end offsets; the cards varied at the settings'
   {settings.producer_merchants:,} merchants, the merchants at the settings'
   {settings.producer_cards:,} cards

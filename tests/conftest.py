@@ -163,6 +163,7 @@ def secure_cluster(kafka_dist: Path) -> Iterator[LocalCluster]:
         kafka_secure=True,
         kafka_dist=kafka_dist,
         flush_interval_s=1,
+        snapshot_interval_s=1,
     )
     # New secrets, users, ACLs and lake every time (a run interrupted before may have
     # left its cluster running: stop that first).

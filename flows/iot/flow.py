@@ -7,11 +7,11 @@ Shape (the kit's source and sinks around this package's pure classes)::
 
     read (one source partition per Kafka partition; with each partition's device
           baselines from iot.device_baselines, the table side of a stream-table join)
-      -> key by Kafka partition
-      -> process (DeviceProcessor: validate, resends, lateness, anomaly rules,
-                  hopping windows per device)
-      -> write (per partition: DLQ + anomalies in a Kafka transaction with the group
-                offset; readings + anomalies in the process's Delta commit)
+      -> process, in the source partition (DeviceProcessor: validate, resends,
+         lateness, anomaly rules, hopping windows per device; flows.kit.processing)
+      -> write, on the same worker (per partition: DLQ + anomalies in a Kafka
+         transaction with the group offset; readings + anomalies in the process's
+         Delta commit)
       -> device windows -> upsert device_window
       -> room news -> join (one RoomJoin for the flow) -> upsert room_state
 
@@ -44,11 +44,11 @@ from flows.iot.records import (
 )
 from flows.iot.room_join import RoomJoin
 from flows.kit import runner
-from flows.kit.kafka_source import part_name
 from flows.kit.lake_commits import StreamDatasets
 from flows.kit.metrics import FlowMetrics
+from flows.kit.processing import ProcessingSource
 from flows.kit.records import ProcessedBatch
-from flows.kit.steps import partition_step, pickled_step
+from flows.kit.steps import pickled_step
 from flows.kit.stream import StreamSpec, open_stream
 from flows.kit.upsert_sink import UpsertTarget
 from riverbed.settings import Settings, load_settings
@@ -94,7 +94,7 @@ def room_state(topic: str) -> UpsertTarget[RoomStateRow]:
     )
 
 
-# -- the stateful steps ----------------------------------------------------------------
+# -- the stateful step after the processors ------------------------------------------
 
 
 def _join_step(partitions: list[int], config: IotConfig, metrics: FlowMetrics | None) -> Callable:
@@ -144,12 +144,12 @@ def build_flow(
     room_sink: FixedPartitionedSink,
     metrics: FlowMetrics | None = None,
 ) -> Dataflow:
-    """The dataflow over any source of SourceBatch and any sinks (tests pass their own)."""
+    """The dataflow over any source of SourceBatch with one part per Kafka partition
+    (named ``part_name(topic, partition)``) and any sinks (tests pass their own)."""
     flow = Dataflow(FLOW)
-    batches = op.input("read", flow, source)
-    keyed = op.key_on("by_partition", batches, lambda b: part_name(topic, b.partition))
-    processed = op.stateful_batch(
-        "process", keyed, partition_step(lambda p: DeviceProcessor(p, config), config)
+    # Read and processed on the worker that writes the partition (flows.kit.processing).
+    processed = op.input(
+        "read", flow, ProcessingSource(source, topic, lambda p: DeviceProcessor(p, config), config)
     )
     op.output("write", op.map_value("batches", processed, _batch_of), partition_sink)
     windows = op.filter_map("device_windows", processed, _windows_of)

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -93,6 +94,7 @@ class LakeCommitter:
         self._last_flush = time.monotonic()
         self.commits: list[lake.Commit] = []  # the latest flush's, for status and metrics
         self.metrics: FlowMetrics | None = None  # set by the flow (flows.kit.metrics)
+        self._pool: ThreadPoolExecutor | None = None  # Kafka commits, see _commit_all_kafka
 
     @classmethod
     def shared(cls, lake_dir: Path, topic: str, datasets: StreamDatasets) -> LakeCommitter:
@@ -188,12 +190,26 @@ class LakeCommitter:
                 commit = self._written(lambda ds=ds: self._flush_dataset(ds), f"commit {ds}")
                 if commit is not None:
                     commits.append(commit)
-            for partition in sorted(self._progress):
-                self._commit_kafka[partition]()
+            self._commit_all_kafka()
             self.commits = commits
             if self.metrics is not None:
                 self.metrics.flush_seconds.observe(time.monotonic() - began)
             return commits
+
+    def _commit_all_kafka(self) -> None:
+        """Every partition's Kafka transaction, side by side: each is a round trip or two
+        to the transaction coordinator (~10-20 ms) that releases the GIL, and one after
+        the other they made a flush of six partitions ~100 ms longer, a stall every
+        alert arriving meanwhile waited out."""
+        partitions = sorted(self._progress)
+        if len(partitions) <= 1:
+            for partition in partitions:
+                self._commit_kafka[partition]()
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(thread_name_prefix="kafka-commit")
+        # list(): wait for all, and raise the first failure (a fenced producer) here.
+        list(self._pool.map(lambda p: self._commit_kafka[p](), partitions))
 
     def _flush_dataset(self, ds: str) -> lake.Commit | None:
         writer = self.writers[ds]
@@ -205,7 +221,13 @@ class LakeCommitter:
         }
         if not moved or (ds == self.datasets.alerts and not staged.rows):
             return None
-        rows = pa.concat_tables(staged.tables) if staged.tables else lake.SCHEMAS[ds].empty_table()
+        if staged.tables:
+            # One chunk: a live flush holds hundreds of small batches, and Parquet writes
+            # a table of many chunks 3-4x slower (measured: 120 vs 30 ms for 25,000 rows
+            # in 600 chunks), which every alert waiting behind the flush would feel.
+            rows = pa.concat_tables(staged.tables).combine_chunks()
+        else:
+            rows = lake.SCHEMAS[ds].empty_table()
         began = time.monotonic()
         try:
             commit = writer.append(rows, moved)

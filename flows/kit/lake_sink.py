@@ -1,11 +1,11 @@
 """The per-Kafka-partition sink: DLQ and alerts to Kafka, rows to the lake.
 
 One sink partition per Kafka partition. DLQ records and alerts go into the
-partition's open Kafka transaction as soon as they arrive, and the transaction is
-committed (with the consumer group's offset) within about
-:data:`flows.kit.kafka_outputs.MAX_OPEN_S` while the partition is caught up: alert
-latency does not wait for the lake. While it works through a backlog, the
-transaction is committed at flushes only.
+partition's open Kafka transaction as soon as they arrive, and while the partition is
+caught up the transaction is committed (with the consumer group's offset) after the
+batch when it holds alerts, else within about
+:data:`flows.kit.kafka_outputs.MAX_OPEN_S`: alert latency does not wait for the lake.
+While it works through a backlog, the transaction is committed at flushes only.
 Rows are staged in the process's :class:`~flows.kit.lake_commits.LakeCommitter`.
 
 A *flush* happens every ``flush_interval_s`` (counted for the whole process: the first
@@ -128,7 +128,8 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         if self.committer.due(self.flush_interval_s, self.flush_rows):
             self.flush()
         elif self._covered_next is not None and self._caught_up and self.outputs.due():
-            # Live: alerts out within ~MAX_OPEN_S. Behind: only at flushes (throughput).
+            # Live: alerts out after their batch, the rest within ~MAX_OPEN_S. Behind: only
+            # at flushes (throughput).
             self.outputs.commit(self._covered_next)
 
     # -- logic -----------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Stateful steps whose state is one picklable object (a processor, a merger, a join).
+"""Stateful steps whose state is one picklable object (a merger, a join).
+
+(The per-partition processors run in the source instead: :mod:`flows.kit.processing`.)
 
 Bytewax's ``stateful_map`` snapshots its state with ``copy.deepcopy``, which is several
 times slower than pickling for the per-card or per-device state the flows hold; these
@@ -40,17 +42,22 @@ class _PickledLogic(StatefulBatchLogic[In, Out, bytes], Generic[In, Out, S]):
         return self.run(self.state, values), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        began = time.monotonic()
-        blob = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
-        log.debug(
-            "snapshot",
-            extra={
-                "state": type(self.state).__name__,
-                "bytes": len(blob),
-                "ms": round((time.monotonic() - began) * 1000),
-            },
-        )
-        return blob
+        return pickled(self.state)
+
+
+def pickled(state: object) -> bytes:
+    """``state`` pickled for a recovery snapshot, logged (size and time) at DEBUG."""
+    began = time.monotonic()
+    blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    log.debug(
+        "snapshot",
+        extra={
+            "state": type(state).__name__,
+            "bytes": len(blob),
+            "ms": round((time.monotonic() - began) * 1000),
+        },
+    )
+    return blob
 
 
 def pickled_step(
@@ -71,20 +78,3 @@ def pickled_step(
         return _PickledLogic(state, create, run)
 
     return build
-
-
-def partition_step(make: Callable[[int], S], config: object) -> Callable:
-    """The step of a domain's per-partition processor: ``make(partition)`` builds it on
-    the partition's first batch; each batch is ``processor.process(batch, now_us)``; a
-    processor restored from a snapshot gets ``processor.configure(config)`` (the
-    settings it runs with now, which are not state)."""
-
-    def run(processor: S, values: list) -> list:
-        now_us = time.time_ns() // 1000
-        return [processor.process(v, now_us) for v in values]  # type: ignore[attr-defined]
-
-    return pickled_step(
-        lambda first: make(first.partition),
-        run,
-        resumed=lambda p: p.configure(config),  # type: ignore[attr-defined]
-    )

@@ -14,13 +14,14 @@ alone runs it without recovery.
 
 Shape (a thin Bytewax layer over pure classes)::
 
-    read (one source partition per Kafka partition, micro-batches + ticks)
-      -> key by Kafka partition
-      (with each partition's card profiles from payments.card_profiles, the table side
-       of a stream-table join)
-      -> process (PartitionProcessor: validate, resends, fraud, lateness, window deltas)
-      -> write (per Kafka partition: DLQ + alerts in a Kafka transaction with the group
-         offset; transactions + alerts staged for the process's Delta commit)
+    read (one source partition per Kafka partition, micro-batches + ticks, with each
+          partition's card profiles from payments.card_profiles, the table side of a
+          stream-table join)
+      -> process, in the source partition (PartitionProcessor: validate, resends,
+         fraud, lateness, window deltas; flows.kit.processing)
+      -> write, on the same worker (per Kafka partition: DLQ + alerts in a Kafka
+         transaction with the group offset; transactions + alerts staged for the
+         process's Delta commit)
       -> merge windows (one WindowMerger for the flow) -> upsert merchant_minute
 
 Guarantees need recovery: :func:`run_flow` runs with a recovery store under
@@ -53,10 +54,10 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink
 
 from flows.kit import runner
-from flows.kit.kafka_source import part_name
 from flows.kit.lake_commits import StreamDatasets
+from flows.kit.processing import ProcessingSource
 from flows.kit.records import ProcessedBatch
-from flows.kit.steps import partition_step, pickled_step
+from flows.kit.steps import pickled_step
 from flows.kit.stream import StreamSpec, open_stream
 from flows.kit.upsert_sink import UpsertTarget
 from flows.payments.config import FlowConfig
@@ -91,7 +92,7 @@ def recovery_dir(settings: Settings) -> Path:
     return runner.recovery_dir(settings, FLOW)
 
 
-# -- the stateful steps ----------------------------------------------------------------
+# -- the stateful step after the processors ------------------------------------------
 
 
 def _merge_step(partitions: list[int], config: FlowConfig) -> Callable:
@@ -125,12 +126,14 @@ def build_flow(
     partition_sink: FixedPartitionedSink,
     window_sink: FixedPartitionedSink,
 ) -> Dataflow:
-    """The dataflow over any source of SourceBatch and any sinks (tests pass their own)."""
+    """The dataflow over any source of SourceBatch with one part per Kafka partition
+    (named ``part_name(topic, partition)``) and any sinks (tests pass their own)."""
     flow = Dataflow(FLOW)
-    batches = op.input("read", flow, source)
-    keyed = op.key_on("by_partition", batches, lambda b: part_name(topic, b.partition))
-    processed = op.stateful_batch(
-        "process", keyed, partition_step(lambda p: PartitionProcessor(p, config), config)
+    # Read and processed on the worker that writes the partition (flows.kit.processing).
+    processed = op.input(
+        "read",
+        flow,
+        ProcessingSource(source, topic, lambda p: PartitionProcessor(p, config), config),
     )
     op.output("write", op.map_value("batches", processed, _batch_of), partition_sink)
     news = op.filter_map("window_news", processed, _window_news)

@@ -174,24 +174,47 @@ class _Part:
     idle: bool = False
 
 
+Windows = dict[int, dict[str, _Agg]]  # window start (µs) -> merchant -> aggregate
+
+
 @dataclass
 class WindowMerger:
-    """Stage 2: merges every partition's deltas into final merchant_minute rows."""
+    """Stage 2: merges every partition's deltas into final merchant_minute rows.
+
+    Windows are held by start, then merchant: closing and forgetting go through the
+    few distinct starts (minutes), not every (merchant, minute), which a backlog
+    read partition by partition makes tens of thousands.
+    """
 
     partitions: tuple[int, ...]
     window_us: int
     retention_us: int
     parts: dict[int, _Part] = field(default_factory=dict)
-    open: dict[tuple[int, str], _Agg] = field(default_factory=dict)
-    closed: dict[tuple[int, str], _Agg] = field(default_factory=dict)
+    open: Windows = field(default_factory=dict)
+    closed: Windows = field(default_factory=dict)
     forgotten_before_us: int = _NEVER  # windows ending at or before this are gone
     dropped_deltas: int = 0
     # Smallest end among open windows: most inputs close nothing and skip the scan.
     next_end_us: int = 1 << 62
 
+    def __setstate__(self, state: dict) -> None:
+        # A snapshot from before windows were held by start: keyed (start, merchant).
+        for name in ("open", "closed"):
+            held = state[name]
+            if held and isinstance(next(iter(held)), tuple):
+                by_start: Windows = {}
+                for (start, merchant), agg in held.items():
+                    by_start.setdefault(start, {})[merchant] = agg
+                state[name] = by_start
+        self.__dict__.update(state)
+
     @classmethod
     def for_partitions(cls, partitions: list[int], config: FlowConfig) -> WindowMerger:
         return cls(tuple(sorted(partitions)), config.window_us, config.correction_retention_us)
+
+    def window_count(self) -> int:
+        """Windows held, open and closed (kept for corrections)."""
+        return sum(map(len, self.open.values())) + sum(map(len, self.closed.values()))
 
     def on_input(self, msg: MergerInput) -> list[MerchantMinuteRow]:
         part = self.parts.setdefault(msg.partition, _Part())
@@ -202,20 +225,25 @@ class WindowMerger:
         part.idle = msg.idle
 
         corrected: dict[tuple[int, str], _Agg] = {}
+        window_us = self.window_us
         for d in msg.deltas:
-            key = (d.window_start_us, d.merchant_id)
-            agg = self.closed.get(key)
+            start, merchant = d.window_start_us, d.merchant_id
+            held = self.closed.get(start)
+            agg = held.get(merchant) if held else None
             if agg is not None:
                 agg.fold(d)
-                corrected[key] = agg
+                corrected[(start, merchant)] = agg
                 continue
-            if d.window_start_us + self.window_us <= self.forgotten_before_us:
+            if start + window_us <= self.forgotten_before_us:
                 self.dropped_deltas += 1
                 continue
-            agg = self.open.get(key)
+            bucket = self.open.get(start)
+            if bucket is None:
+                bucket = self.open[start] = {}
+                self.next_end_us = min(self.next_end_us, start + window_us)
+            agg = bucket.get(merchant)
             if agg is None:
-                agg = self.open[key] = _Agg()
-                self.next_end_us = min(self.next_end_us, d.window_start_us + self.window_us)
+                agg = bucket[merchant] = _Agg()
             agg.fold(d)
 
         rows = [self._emit(key, agg) for key, agg in sorted(corrected.items())]
@@ -238,13 +266,15 @@ class WindowMerger:
         frontier = self.frontier_us()
         if frontier is None or frontier < self.next_end_us:
             return []
-        ready = sorted(k for k in self.open if k[0] + self.window_us <= frontier)
         rows = []
-        for key in ready:
-            agg = self.open.pop(key)
-            rows.append(self._emit(key, agg))
-            self.closed[key] = agg
-        self.next_end_us = min((k[0] for k in self.open), default=1 << 62) + self.window_us
+        for start in sorted(s for s in self.open if s + self.window_us <= frontier):
+            bucket = self.open.pop(start)
+            done = self.closed.setdefault(start, {})
+            for merchant in sorted(bucket):
+                agg = bucket[merchant]
+                rows.append(self._emit((start, merchant), agg))
+                done[merchant] = agg
+        self.next_end_us = min(self.open, default=1 << 62) + self.window_us
         return rows
 
     def _forget(self) -> None:
@@ -260,13 +290,11 @@ class WindowMerger:
             limit = max(limit, max(known) - self.retention_us)
         if limit == _NEVER:
             return
-        gone = [k for k in self.closed if k[0] + self.window_us <= limit]
-        for key in gone:
-            del self.closed[key]
+        gone = [start for start in self.closed if start + self.window_us <= limit]
+        for start in gone:
+            del self.closed[start]
         if gone:
-            self.forgotten_before_us = max(
-                self.forgotten_before_us, max(k[0] for k in gone) + self.window_us
-            )
+            self.forgotten_before_us = max(self.forgotten_before_us, max(gone) + self.window_us)
 
     def _emit(self, key: tuple[int, str], agg: _Agg) -> MerchantMinuteRow:
         agg.emitted += 1

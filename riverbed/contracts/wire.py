@@ -52,12 +52,40 @@ def check_event_time(value: str, now_us: int | None, field: str = "event_time") 
     "Now" is a number, not a datetime: the flows pass every message's Kafka timestamp,
     and building a datetime per message cost a tenth of the payments flow's time.
     """
-    event_us = micros(parse_event_time(value, field))
+    event_us = event_time_us(value, field)
     if now_us is None:
         now_us = micros(datetime.now(UTC))
     if event_us > now_us + _MAX_FUTURE_US:
         raise InvalidEvent(f"{field}: {value!r} is more than 5 minutes in the future")
     return event_us
+
+
+# The seconds already checked, as "YYYY-MM-DDTHH:MM:SS" -> µs since the epoch. A flow
+# reads thousands of events a second whose times share their second; such a time in
+# UTC with milliseconds or microseconds ("...:SS.mmmZ", what producers write) then
+# costs a slice and a lookup, not the regex and a datetime (1.0 -> 0.3 µs, measured).
+_SECONDS: dict[str, int] = {}
+_SECONDS_KEPT = 100_000
+_FRACTION_US = {3: 1000, 6: 1}  # fraction digits -> µs per unit
+
+
+def event_time_us(value: str, field: str = "event_time") -> int:
+    """An RFC 3339 time with an offset, in microseconds since the epoch."""
+    utc_fraction = value[-1:] == "Z" and value[19:20] == "."
+    if utc_fraction:
+        second = _SECONDS.get(value[:19])
+        unit = _FRACTION_US.get(len(value) - 21)
+        if second is not None and unit is not None:
+            fraction = value[20:-1]
+            if fraction.isascii() and fraction.isdigit():
+                return second + int(fraction) * unit
+    us = micros(parse_event_time(value, field))
+    if utc_fraction:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        # The whole value passed, so its first 19 characters are a valid second.
+        _SECONDS[value[:19]] = us - us % 1_000_000
+    return us
 
 
 def rfc3339(us: int) -> str:

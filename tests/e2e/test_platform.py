@@ -60,6 +60,7 @@ def platform(
         prometheus_port=free_port(),
         dashboard_port=free_port(),
         flush_interval_s=2.0,
+        snapshot_interval_s=2,
         # A group of its own: a group an earlier, interrupted run left with a transaction
         # open cannot be deleted yet, and its offsets would make this flow skip outputs.
         consumer_group=f"riverbed.payments.e2e-{uuid.uuid4().hex[:8]}",

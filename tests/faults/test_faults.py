@@ -55,6 +55,7 @@ def fault_settings(cluster: LocalCluster, tmp_path: Path) -> Settings:
         home=tmp_path / "riverbed",
         consumer_group=f"riverbed.payments.fault-{uuid.uuid4().hex[:8]}",
         flush_interval_s=1.0,
+        snapshot_interval_s=1,
         log_level="INFO",
     )
 

@@ -142,6 +142,7 @@ def flow_test_settings(kafka_settings: Settings) -> Settings:
         # Flushes more often than snapshots (every 1 s): a replay then re-sends rows the
         # lake already has, which the sinks must skip.
         flush_interval_s=0.4,
+        snapshot_interval_s=1,
         flush_rows=3000,
         log_level="INFO",  # flow.log then tells what each restart resumed from and skipped
     )

@@ -72,6 +72,7 @@ def test_the_iot_flow_is_exactly_once_through_sigkills(
         consumer_group=kafka_settings.consumer_group,
         home=kafka_settings.home,
         flush_interval_s=0.4,
+        snapshot_interval_s=1,
         iot_flatline_readings=FLATLINE,
         log_level="INFO",
     )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from flows.kit.kafka_outputs import KafkaOutputs, ProducerFenced
+from flows.kit.kafka_outputs import MAX_OPEN_S, KafkaOutputs, ProducerFenced
 from flows.kit.kafka_source import KafkaPartitionedSource
 from flows.kit.records import DlqRecord, SourceBatch
 from flows.kit.status import read_status
@@ -54,6 +54,7 @@ def flow_settings(kafka_settings: Settings, **overrides: object) -> Settings:
         consumer_group=kafka_settings.consumer_group,
         home=kafka_settings.home,
         flush_interval_s=1.0,
+        snapshot_interval_s=1,
         **overrides,
     )
 
@@ -246,6 +247,33 @@ def test_outputs_and_the_group_offset_commit_together(kafka_settings: Settings) 
     assert dict(alert.headers())["alert.id"] == b"a1"
 
 
+def test_a_transaction_holding_alerts_is_due_at_once_dead_letters_wait(
+    kafka_settings: Settings,
+) -> None:
+    """Alerts are what someone waits for: their transaction is due as soon as it holds
+    one; dead letters and the offset alone wait MAX_OPEN_S (fewer commits)."""
+    settings = flow_settings(kafka_settings)
+    outputs = outputs_for(settings, 3)
+    try:
+        assert not outputs.due(), "nothing open"
+        outputs.publish([DlqRecord(4, b"card-9", b"{bad", "value: not valid JSON")], [])
+        assert not outputs.due(), "dead letters alone wait"
+        time.sleep(MAX_OPEN_S)
+        assert outputs.due(), "...at most MAX_OPEN_S"
+        assert outputs.commit(5)
+        outputs.publish(
+            [],
+            [AlertRecord("a9", "velocity", "card-9", "t9", 0, 0, 1.0, "{}", 6, b'{"a":9}')],
+        )
+        assert outputs.due(), "an alert is due at once"
+        assert outputs.commit(7)
+        assert not outputs.due()
+    finally:
+        outputs.close()
+    assert committed_offsets(settings, partitions=[3]) == {3: 7}
+    assert [m.value() for m in read_topic(settings, PAYMENTS_ALERTS)] == [b'{"a":9}']
+
+
 def test_a_new_instance_fences_the_old_one(kafka_settings: Settings) -> None:
     settings = flow_settings(kafka_settings)
     old = outputs_for(settings, 1)
@@ -315,6 +343,11 @@ def test_a_copy_on_another_host_is_fenced_by_kafka_and_delta(kafka_settings: Set
         produce(settings, events[:10_000])
         wait_until(lambda: bool(read_status(flow_dir(settings))), 60, "a flush", old, old_log)
         new = start_flow(other, new_log, recovery=False)
+        # The newer copy has taken every partition over (its producers' init, its lake
+        # writers' take-over) once it flushed; only then comes input that both copies
+        # read. (Produced earlier, the older copy could finish it before the take-over
+        # and then never write again: nothing to fence.)
+        wait_until(lambda: bool(read_status(flow_dir(other))), 180, "a flush", new, new_log)
         produce(settings, events[10_000:])
         deadline = time.monotonic() + 60
         while old[0].poll() is None and time.monotonic() < deadline:

@@ -388,6 +388,7 @@ def test_the_warehouse_built_from_the_flows_lake_matches_the_input(
         consumer_group=kafka_settings.consumer_group,
         home=kafka_settings.home.resolve(),
         flush_interval_s=1.0,
+        snapshot_interval_s=1,
     )
     config = FlowConfig.from_settings(settings)
     source = Input()

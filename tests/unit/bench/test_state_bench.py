@@ -17,9 +17,11 @@ from bench.state_bench import (
     measure_store,
     populations,
 )
+from flows.kit.processing import PartitionState
 from flows.payments.config import FlowConfig
 from flows.payments.fraud import CardState
 from flows.payments.processor import PartitionProcessor
+from flows.payments.windows import WindowMerger
 from riverbed.logs import LogfmtFormatter
 
 # Bytewax 0.21's table of snapshots, as `python -m bytewax.recovery` creates it.
@@ -91,16 +93,19 @@ def test_a_store_is_measured_by_its_newest_snapshots(tmp_path: Path) -> None:
     store.mkdir()
     conn = sqlite3.connect(store / "part-0.sqlite3")
     conn.execute(SNAPS)
+    blobs = {}
     for epoch, state in ((1, older), (2, processor)):
-        # flows.kit.steps pickles the processor; Bytewax pickles that snapshot again.
-        blob = pickle.dumps(pickle.dumps(state))
+        # The source's snapshot holds the position and the pickled processor
+        # (flows.kit.processing); Bytewax pickles that snapshot again.
+        blobs[epoch] = pickle.dumps(PartitionState(42 + epoch, pickle.dumps(state)))
         conn.execute(
             "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
-            ("payments.process", "t/0", epoch, blob),
+            ("payments.read", "t/0", epoch, blobs[epoch]),
         )
+    merger = WindowMerger.for_partitions([0], config)
     conn.execute(
         "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)",
-        ("payments.read", "t/0", 2, pickle.dumps(42)),
+        ("payments.merge_windows", "w", 2, pickle.dumps(pickle.dumps(merger))),
     )
     conn.commit()
     conn.close()
@@ -108,8 +113,8 @@ def test_a_store_is_measured_by_its_newest_snapshots(tmp_path: Path) -> None:
     size = measure_store(store, tmp_path, config)
     assert (size.cards, size.resend_ids, size.open_windows, size.window_cards) == (3, 6, 1, 1)
     assert size.rows == 3
-    assert set(size.blob_bytes) == {"payments.process", "payments.read"}
-    assert size.total_bytes == size.blob_bytes["payments.process"] + len(pickle.dumps(42))
+    assert set(size.blob_bytes) == {"payments.read", "payments.merge_windows"}
+    assert size.blob_bytes["payments.read"] == len(blobs[2]), "the newest snapshot only"
     assert size.cards_bytes > 0
     assert size.file_bytes >= size.vacuumed_bytes > 0
 

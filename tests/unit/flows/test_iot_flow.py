@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from bytewax.testing import TestingSource, cluster_main, run_main
+from bytewax.testing import cluster_main, run_main
 
 from flows.iot import SPEC, build_flow
 from flows.iot.config import IotConfig
@@ -26,6 +26,7 @@ from flows.kit.lake_sink import LakePartitionedSink, LakePartitionSink
 from flows.kit.records import SourceBatch
 from flows.kit.upsert_sink import UpsertSink, UpsertSinkPartition
 from riverbed import lake
+from tests.support.batch_source import BatchSource
 from tests.support.iot_recording import (
     DEVICES,
     DROPPED,
@@ -90,7 +91,7 @@ def flow_for(batches: list[SourceBatch], lake_dir: Path, outputs: dict[int, Reco
         config=CONFIG,
         topic=TOPIC,
         partitions=list(range(PARTITIONS)),
-        source=TestingSource(batches),
+        source=BatchSource(TOPIC, batches),
         partition_sink=LakePartitionedSink(
             topic=TOPIC, partitions=list(range(PARTITIONS)), make_partition=make
         ),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from bytewax.testing import TestingSource, cluster_main, run_main
+from bytewax.testing import cluster_main, run_main
 
 from flows.kit.lake_commits import LakeCommitter
 from flows.kit.lake_sink import LakePartitionedSink, LakePartitionSink
@@ -27,6 +27,7 @@ from flows.payments.config import FlowConfig
 from flows.payments.flow import merchant_minute
 from producers.payments import GeneratedEvent, GeneratorConfig, PaymentsGenerator
 from riverbed import lake
+from tests.support.batch_source import BatchSource
 from tests.support.recording_outputs import RecordingOutputs
 
 TOPIC = "payments.transactions"
@@ -81,7 +82,7 @@ def flow_for(batches: list[SourceBatch], lake_dir: Path, outputs: dict[int, Reco
         config=FlowConfig(),
         topic=TOPIC,
         partitions=list(range(PARTITIONS)),
-        source=TestingSource(batches),
+        source=BatchSource(TOPIC, batches),
         partition_sink=LakePartitionedSink(
             topic=TOPIC, partitions=list(range(PARTITIONS)), make_partition=make
         ),

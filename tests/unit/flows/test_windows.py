@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 from flows.payments.config import FlowConfig
@@ -112,3 +113,18 @@ def test_the_merger_survives_pickling() -> None:
     copy = pickle.loads(pickle.dumps(m))
     rows = copy.on_input(MergerInput(1, [delta("m", 0, 1, 100, 1)], T0 + 2 * M, False))
     assert [r.txn_count for r in rows] == [2]
+
+
+def test_a_merger_snapshot_from_before_windows_were_held_by_start_restores() -> None:
+    """Snapshots keyed the merger's windows by (start, merchant); a restart restores them."""
+    m = merger()
+    m.on_input(MergerInput(0, [delta("a", 0, 1, 100, 1), delta("b", 1, 2, 50, 1)], None, False))
+    old = copy.copy(m.__dict__)
+    old["open"] = {(s, k): agg for s, held in m.open.items() for k, agg in held.items()}
+    restored = WindowMerger.__new__(WindowMerger)
+    restored.__setstate__(old)
+    assert restored.open == m.open and restored.window_count() == 2
+    rows = restored.on_input(MergerInput(1, [], T0 + 3 * M, False))
+    assert rows == [], "partition 0 holds them back"
+    rows = restored.on_input(MergerInput(0, [], T0 + 3 * M, False))
+    assert [(r.merchant_id, r.txn_count) for r in rows] == [("a", 1), ("b", 2)]
