@@ -181,8 +181,14 @@ class KafkaOutputs:
         # (rule, event µs, Kafka timestamp ms of the transaction).
         self._pending_dlq = 0
         self._pending_alerts: list[tuple[str, int, int]] = []
-        # A partition's sink publishes from its worker; any sink of the process may
-        # commit it in a flush (flows.kit.lake_commits): one transactional call at a time.
+        # The source offset after the last batch whose records were published: a commit
+        # never carries an offset below it (the lake's flush thread commits while the
+        # worker publishes, see flows.kit.lake_commits).
+        self._published_through = 0
+        # While the lake is unavailable: records are kept, not sent, and nothing commits.
+        self._held = False
+        # A partition's sink publishes from its worker; the process's lake flush commits
+        # from its own thread (flows.kit.lake_commits): one transactional call at a time.
         self._lock = threading.RLock()
 
     # -- the transaction --------------------------------------------------------------
@@ -266,15 +272,21 @@ class KafkaOutputs:
             for record in self._pending:
                 self._send(*record)
 
-    def publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[Alert]) -> int:
-        """Add records to the open transaction (opening one); how many."""
+    def publish(
+        self, dlq: Iterable[DlqRecord], alerts: Iterable[Alert], through: int | None = None
+    ) -> int:
+        """Add records to the open transaction (opening one); how many. ``through``: the
+        source offset after the batch they come from (every record before it is out)."""
         with self._lock:
-            return self._publish(dlq, alerts)
+            n = self._publish(dlq, alerts)
+            if through is not None and through > self._published_through:
+                self._published_through = through
+            return n
 
     def _publish(self, dlq: Iterable[DlqRecord], alerts: Iterable[Alert]) -> int:
         n = 0
         for r in dlq:
-            if n == 0:
+            if n == 0 and not self._held:
                 self._begin()
             headers = [
                 ("error", r.error.encode()),
@@ -284,7 +296,7 @@ class KafkaOutputs:
             self._pending_dlq += 1
             n += 1
         for a in alerts:
-            if n == 0:
+            if n == 0 and not self._held:
                 self._begin()
             headers = [
                 ("alert.id", a.alert_id.encode()),
@@ -297,7 +309,8 @@ class KafkaOutputs:
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
         self._pending.append((topic, key, value, headers))
-        self._send(topic, key, value, headers)
+        if not self._held:  # held: sent when the next transaction opens
+            self._send(topic, key, value, headers)
 
     def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:
         while True:
@@ -311,7 +324,7 @@ class KafkaOutputs:
     def due(self) -> bool:
         """The open transaction should be committed now: it holds alerts, or has waited
         :data:`MAX_OPEN_S`."""
-        if self._open_since is None:
+        if self._open_since is None or self._held:
             return False
         return bool(self._pending_alerts) or time.monotonic() - self._open_since >= MAX_OPEN_S
 
@@ -322,7 +335,12 @@ class KafkaOutputs:
             return self._commit(next_offset)
 
     def _commit(self, next_offset: int) -> bool:
-        if self._open_since is None and next_offset <= self.committed:
+        if self._held:
+            return False  # the lake's flush releases it first (LakeCommitter)
+        # Not below what the transaction's records cover: the sink's own mark may lag
+        # a batch whose records were published meanwhile.
+        next_offset = max(next_offset, self._published_through)
+        if self._open_since is None and next_offset <= self.committed and not self._pending:
             return False
         self._begin()
         offsets = [TopicPartition(self.source_topic, self.partition, next_offset)]
@@ -368,11 +386,13 @@ class KafkaOutputs:
         self._begin()  # publishes the records again
 
     def hold(self) -> None:
-        """Abort the open transaction but keep its records, published again when the next
-        one opens: the flow waits for the lake (:mod:`flows.kit.lake_outage`), and a
-        transaction left open meanwhile would outlive ``transaction.timeout.ms``, be
-        aborted by the broker, and get this producer fenced."""
+        """Abort the open transaction but keep its records, and keep what is published
+        from now on without sending it, until :meth:`release`: the lake is unavailable
+        (:mod:`flows.kit.lake_outage`), and a transaction left open meanwhile would
+        outlive ``transaction.timeout.ms``, be aborted by the broker, and get this
+        producer fenced."""
         with self._lock:
+            self._held = True
             if self._open_since is None:
                 return
             log.info(
@@ -381,6 +401,11 @@ class KafkaOutputs:
             )
             self._checked(self._producer.abort_transaction, _TIMEOUT_S)
             self._open_since = None
+
+    def release(self) -> None:
+        """The lake is writable again: the next commit sends the held records."""
+        with self._lock:
+            self._held = False
 
     def _read_committed(self) -> int:
         found = committed_offsets(self._group, self.source_topic, [self.partition])

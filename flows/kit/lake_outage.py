@@ -120,9 +120,11 @@ def until_written(
             attempts += 1
             if began is None:
                 began = time.monotonic()
-                _report(code, lake_dir, what, exc)
+                # Held before it is said: the flush may run behind the worker, and once
+                # the log says the lake is unavailable, nothing more goes to Kafka.
                 if on_outage is not None:
                     on_outage()
+                _report(code, lake_dir, what, exc)
             if _stopping_within(pause):
                 raise LakeUnavailable(
                     f"stopping while the lake {lake_dir} is still unavailable "

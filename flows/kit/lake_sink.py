@@ -11,7 +11,9 @@ Rows are staged in the process's :class:`~flows.kit.lake_commits.LakeCommitter`.
 A *flush* happens every ``flush_interval_s`` (counted for the whole process: the first
 partition to see it due flushes for all), when ``flush_rows`` rows are staged, and in
 every ``snapshot()`` (Bytewax calls it at the end of each epoch, so everything
-before a recovery snapshot is durable). A flush, in this order:
+before a recovery snapshot is durable). The interval and row-count flushes run behind
+the worker, on the committer's thread (:meth:`LakeCommitter.flush_behind`); the
+snapshot's runs in place. A flush, in this order:
 
 1. commits the staged rows of every partition of the process, one Delta commit per
    dataset, with each partition's next offset as an application transaction (a
@@ -45,6 +47,7 @@ from flows.kit.lake_commits import LakeCommitter
 from flows.kit.metrics import FlowMetrics
 from flows.kit.records import Alert, Counts, DlqRecord, ProcessedBatch
 from flows.kit.status import StatusBoard
+from riverbed import lake
 
 log = logging.getLogger("riverbed.flow.sink")
 
@@ -54,10 +57,13 @@ class Outputs(Protocol):
 
     committed: int  # the group offset: outputs of records before it are published
 
-    def publish(self, dlq: list[DlqRecord], alerts: list[Alert]) -> int: ...
+    def publish(
+        self, dlq: list[DlqRecord], alerts: list[Alert], through: int | None = None
+    ) -> int: ...
     def due(self) -> bool: ...
     def commit(self, next_offset: int) -> bool: ...
     def hold(self) -> None: ...
+    def release(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -91,7 +97,9 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         self.flush_rows = flush_rows
         self.status = status
         # Where each side already is: the replay skips everything before.
-        self.lake_next = committer.claim(partition, self._commit_kafka, outputs.hold)
+        self.lake_next = committer.claim(
+            partition, self._commit_kafka, outputs.hold, outputs.release
+        )
         self.kafka_next = outputs.committed
         if self.kafka_next or any(self.lake_next.values()):
             log.info(
@@ -126,7 +134,7 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         for batch in values:
             self._take(batch)
         if self.committer.due(self.flush_interval_s, self.flush_rows):
-            self.flush()
+            self.flush(behind=True)
         elif self._covered_next is not None and self._caught_up and self.outputs.due():
             # Live: alerts out after their batch, the rest within ~MAX_OPEN_S. Behind: only
             # at flushes (throughput).
@@ -138,7 +146,7 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         dlq = [r for r in batch.dlq if r.offset >= first_new]
         fresh = [a for a in batch.alerts if a.offset >= first_new]
         if dlq or fresh:
-            self.outputs.publish(dlq, fresh)
+            self.outputs.publish(dlq, fresh, through=batch.next_offset)
         datasets = self.committer.datasets
         rows = batch.rows
         event_rows = produced = None
@@ -171,16 +179,25 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         if self._covered_next is not None:
             self.outputs.commit(self._covered_next)
 
-    def flush(self) -> None:
+    def flush(self, *, behind: bool = False) -> None:
+        """Commit what the process staged (:class:`LakeCommitter`), then record it in the
+        status board. ``behind``: on the committer's thread, while this worker goes on
+        (a Bytewax snapshot or a close flushes in place, after any flush still behind)."""
         began = time.monotonic()
-        commits = self.committer.flush()  # Delta, then every partition's Kafka transaction
+        counts, self._counts = self._counts, Counts()
         if self.metrics is not None:
             self.metrics.resent(self.partition, self._resent)
             self._resent = 0
+        if behind:
+            self.committer.flush_behind(lambda commits: self._flushed(commits, counts, began))
+        else:
+            self._flushed(self.committer.flush(), counts, began)
+
+    def _flushed(self, commits: list[lake.Commit], counts: Counts, began: float) -> None:
         if self.status is not None:  # every flush: updated_at doubles as a heartbeat
             self.status.record_flush(
                 partition_key=self.key,
-                counts=self._counts,
+                counts=counts,
                 commits={c.dataset: 1 for c in commits},
                 rows={c.dataset: c.rows for c in commits},
                 committed_offset=self.outputs.committed if self._covered_next is not None else None,
@@ -195,7 +212,6 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
                     "ms": round((time.monotonic() - began) * 1000),
                 },
             )
-        self._counts = Counts()
 
 
 class LakePartitionedSink(FixedPartitionedSink[ProcessedBatch, None]):

@@ -274,6 +274,30 @@ def test_a_transaction_holding_alerts_is_due_at_once_dead_letters_wait(
     assert [m.value() for m in read_topic(settings, PAYMENTS_ALERTS)] == [b'{"a":9}']
 
 
+def test_a_commit_covers_what_its_transaction_holds_and_a_hold_sends_nothing(
+    kafka_settings: Settings,
+) -> None:
+    """The lake's flush thread commits with the sink's mark, which can lag a batch the
+    worker just published: the commit must still cover that batch (a replay would
+    publish it twice). While held (the lake full), nothing is sent or committed."""
+    settings = flow_settings(kafka_settings)
+    outputs = outputs_for(settings, 4)
+    try:
+        outputs.publish([DlqRecord(10, b"k", b"{a", "value: bad")], [], through=12)
+        assert outputs.commit(9)
+        assert outputs.committed == 12
+        outputs.hold()
+        outputs.publish([DlqRecord(13, b"k", b"{b", "value: bad")], [], through=14)
+        assert not outputs.due() and not outputs.commit(14), "held"
+        assert committed_offsets(settings, partitions=[4]) == {4: 12}
+        outputs.release()
+        assert outputs.commit(14)
+    finally:
+        outputs.close()
+    assert committed_offsets(settings, partitions=[4]) == {4: 14}
+    assert [m.value() for m in read_topic(settings, PAYMENTS_DLQ)] == [b"{a", b"{b"]
+
+
 def test_a_new_instance_fences_the_old_one(kafka_settings: Settings) -> None:
     settings = flow_settings(kafka_settings)
     old = outputs_for(settings, 1)

@@ -18,7 +18,7 @@ class RecordingOutputs:
         self.commits: list[int] = []
         self.committed = 0
 
-    def publish(self, dlq: list[DlqRecord], alerts: list[Alert]) -> int:
+    def publish(self, dlq: list[DlqRecord], alerts: list[Alert], through: int | None = None) -> int:
         self.dlq.extend(dlq)
         self.alerts.extend(alerts)
         return len(dlq) + len(alerts)
@@ -32,6 +32,9 @@ class RecordingOutputs:
         return True
 
     def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
         pass
 
     def close(self) -> None:

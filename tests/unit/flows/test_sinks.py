@@ -41,7 +41,9 @@ class Outputs:
         self.alerts: list[str] = []
         self.open = False
 
-    def publish(self, dlq: list[DlqRecord], alerts: list[AlertRecord]) -> int:
+    def publish(
+        self, dlq: list[DlqRecord], alerts: list[AlertRecord], through: int | None = None
+    ) -> int:
         self.open = True
         self.dlq += [r.offset for r in dlq]
         self.alerts += [a.alert_id for a in alerts]
@@ -63,6 +65,9 @@ class Outputs:
 
     def hold(self) -> None:
         self.log.append("hold")
+
+    def release(self) -> None:
+        pass
 
     def close(self) -> None:
         self.log.append("close")
@@ -303,3 +308,32 @@ def test_a_stale_window_writer_is_fenced(tmp_path: Path) -> None:
     with pytest.raises(lake.FencedWriter):
         old.snapshot()
     assert stored_windows(tmp_path) == [("a", T0, 2)]
+
+
+def test_a_flush_behind_the_worker_lands_while_it_goes_on(tmp_path: Path) -> None:
+    log: list[str] = []
+    s, _outputs = sink(tmp_path, log)
+    s.write_batch([processed(range(0, 10), invalid=(4,))])
+    s.flush(behind=True)
+    # The worker goes on meanwhile: this batch is staged for the next flush.
+    s.write_batch([processed(range(10, 20))])
+    s.committer.wait()
+    assert lake_offsets(tmp_path) == [o for o in range(10) if o != 4]
+    assert versions(tmp_path) == {3: 10}
+    s.snapshot()  # in place, after the one behind
+    assert lake_offsets(tmp_path) == [o for o in range(20) if o != 4]
+    assert versions(tmp_path) == {3: 20}
+    commits = [line for line in log if line.startswith("commit")]
+    assert commits[-1] == "commit 20", "each flush's Kafka commit after its lake commit"
+
+
+def test_a_stale_writer_flushing_behind_is_stopped_at_its_next_call(tmp_path: Path) -> None:
+    old, _o = sink(tmp_path, [])
+    new, _n = sink(tmp_path, [])
+    new.write_batch([processed(range(0, 5))])
+    new.flush()
+    old.write_batch([processed(range(0, 8))])
+    old.flush(behind=True)  # fails on the committer's thread...
+    with pytest.raises(lake.FencedWriter, match="another copy of the flow took over"):
+        old.snapshot()  # ...and says so in the worker
+    assert lake_offsets(tmp_path) == [0, 1, 2, 3, 4], "the stale writer wrote nothing"
