@@ -150,7 +150,10 @@ class LakeCommitter:
         flush's lake commits landed, before its Kafka commits.
         """
         app = lake.app_id(self.topic, partition)
-        with self._lock:
+        # Bytewax may build a partition's sink while another one's flush runs behind: the
+        # take-over is a commit to the same tables, and two at once would conflict.
+        with self._gate, self._lock:
+            self._wait()
             self._commit_kafka[partition] = commit_kafka
             if hold_kafka is not None:
                 self._hold_kafka[partition] = hold_kafka

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import time
 from pathlib import Path
 
 import duckdb
@@ -337,3 +338,29 @@ def test_a_stale_writer_flushing_behind_is_stopped_at_its_next_call(tmp_path: Pa
     with pytest.raises(lake.FencedWriter, match="another copy of the flow took over"):
         old.snapshot()  # ...and says so in the worker
     assert lake_offsets(tmp_path) == [0, 1, 2, 3, 4], "the stale writer wrote nothing"
+
+
+def test_a_partition_taken_over_while_a_flush_runs_behind_does_not_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bytewax builds a partition's sink when it first needs it, possibly while another
+    # partition's flush runs behind; both commit to the same Delta tables.
+    write_file = lake._write_file
+
+    def slow(*args: object) -> object:
+        time.sleep(0.5)  # the flush is still running when the take-over comes
+        return write_file(*args)
+
+    monkeypatch.setattr(lake, "_write_file", slow)
+    committer = LakeCommitter(tmp_path, TOPIC, SPEC.datasets)
+    first, _o = sink(tmp_path, [], partition=0, committer=committer)
+    batch = processed(range(0, 2000))
+    batch.partition = 0
+    first.write_batch([batch])
+    first.flush(behind=True)
+    second, _s = sink(tmp_path, [], partition=1, committer=committer)  # a take-over commit
+    # The take-over waited for the flush: never two commits to one table at once (a
+    # fresh-clone run saw delta-rs refuse one as a concurrent transaction).
+    assert versions(tmp_path) == {0: 2000}
+    second.snapshot()
+    assert versions(tmp_path) == {0: 2000}
