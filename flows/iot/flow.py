@@ -136,7 +136,6 @@ def _rooms_of(item: tuple[str, IotOutput]) -> tuple[str, RoomInput] | None:
 def build_flow(
     *,
     config: IotConfig,
-    topic: str,
     partitions: list[int],
     source: FixedPartitionedSource,
     partition_sink: FixedPartitionedSink,
@@ -145,11 +144,12 @@ def build_flow(
     metrics: FlowMetrics | None = None,
 ) -> Dataflow:
     """The dataflow over any source of SourceBatch with one part per Kafka partition
-    (named ``part_name(topic, partition)``) and any sinks (tests pass their own)."""
+    (named ``<topic>/<partition>``, as the partition sink's) and any sinks (tests pass
+    their own)."""
     flow = Dataflow(FLOW)
     # Read and processed on the worker that writes the partition (flows.kit.processing).
     processed = op.input(
-        "read", flow, ProcessingSource(source, topic, lambda p: DeviceProcessor(p, config), config)
+        "read", flow, ProcessingSource(source, lambda p: DeviceProcessor(p, config), config)
     )
     op.output("write", op.map_value("batches", processed, _batch_of), partition_sink)
     windows = op.filter_map("device_windows", processed, _windows_of)
@@ -167,7 +167,6 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
     topic = stream.spec.topic
     return build_flow(
         config=IotConfig.from_settings(settings),
-        topic=topic,
         partitions=stream.partitions,
         source=stream.source,
         partition_sink=stream.partition_sink,

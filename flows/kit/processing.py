@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from flows.kit.kafka_source import part_name
+from flows.kit.kafka_source import part_number
 from flows.kit.records import SourceBatch
 from flows.kit.steps import pickled
 
@@ -87,14 +87,9 @@ class ProcessingSource(FixedPartitionedSource[tuple[str, Any], PartitionState]):
     """
 
     def __init__(
-        self,
-        inner: FixedPartitionedSource,
-        topic: str,
-        make: Callable[[int], Processor],
-        config: Any,
+        self, inner: FixedPartitionedSource, make: Callable[[int], Processor], config: Any
     ) -> None:
         self._inner = inner
-        self._topic = topic
         self._make = make
         self._config = config
 
@@ -104,7 +99,7 @@ class ProcessingSource(FixedPartitionedSource[tuple[str, Any], PartitionState]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: PartitionState | Any | None
     ) -> _ProcessingPartition:
-        partition = int(for_part.rsplit("/", 1)[1])
+        partition = part_number(for_part)
         if isinstance(resume_state, PartitionState):
             processor: Processor = pickle.loads(resume_state.processor)
             processor.configure(self._config)
@@ -120,4 +115,5 @@ class ProcessingSource(FixedPartitionedSource[tuple[str, Any], PartitionState]):
             processor = self._make(partition)
             inner_state = resume_state
         inner = self._inner.build_part(step_id, for_part, inner_state)
-        return _ProcessingPartition(inner, processor, part_name(self._topic, partition))
+        # Keyed by the part's own name: the partitioned sink lists the same names.
+        return _ProcessingPartition(inner, processor, for_part)

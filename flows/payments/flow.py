@@ -120,20 +120,20 @@ def _batch_of(out: ProcessorOutput) -> ProcessedBatch:
 def build_flow(
     *,
     config: FlowConfig,
-    topic: str,
     partitions: list[int],
     source: FixedPartitionedSource,
     partition_sink: FixedPartitionedSink,
     window_sink: FixedPartitionedSink,
 ) -> Dataflow:
     """The dataflow over any source of SourceBatch with one part per Kafka partition
-    (named ``part_name(topic, partition)``) and any sinks (tests pass their own)."""
+    (named ``<topic>/<partition>``, as the partition sink's) and any sinks (tests pass
+    their own)."""
     flow = Dataflow(FLOW)
     # Read and processed on the worker that writes the partition (flows.kit.processing).
     processed = op.input(
         "read",
         flow,
-        ProcessingSource(source, topic, lambda p: PartitionProcessor(p, config), config),
+        ProcessingSource(source, lambda p: PartitionProcessor(p, config), config),
     )
     op.output("write", op.map_value("batches", processed, _batch_of), partition_sink)
     news = op.filter_map("window_news", processed, _window_news)
@@ -182,7 +182,6 @@ def get_flow(settings: Settings | None = None, *, topic_prefix: str = "") -> Dat
     topic = stream.spec.topic
     return build_flow(
         config=FlowConfig.from_settings(settings),
-        topic=topic,
         partitions=stream.partitions,
         source=stream.source,
         partition_sink=stream.partition_sink,

@@ -89,7 +89,6 @@ def flow_for(batches: list[SourceBatch], lake_dir: Path, outputs: dict[int, Reco
 
     return build_flow(
         config=CONFIG,
-        topic=TOPIC,
         partitions=list(range(PARTITIONS)),
         source=BatchSource(TOPIC, batches),
         partition_sink=LakePartitionedSink(
