@@ -44,7 +44,13 @@ def resume_offsets(
     if lake.table_exists(settings.lake_dir, dataset, domain):
         table = lake.open_table(settings.lake_dir, dataset, domain)
         in_lake = lake.stored_offsets(table, topic, partitions)
-    consumer = Consumer(consumer_config(settings, **{"isolation.level": "read_committed"}))
+    # read_uncommitted: the broker then answers with the offsets last committed, never
+    # one still pending in a transaction, instead of waiting (up to the 60 s
+    # transaction.timeout.ms) for the open transaction of a killed run to be aborted.
+    # Starting below a pending commit is safe: the outputs skip what they already have,
+    # and each partition's KafkaOutputs reads the stable offset again after its
+    # init_transactions() has fenced that run.
+    consumer = Consumer(consumer_config(settings, **{"isolation.level": "read_uncommitted"}))
     try:
         committed = committed_offsets(consumer, topic, partitions)
         _warn_if_outputs_ahead(settings, topic, in_lake, committed)
