@@ -38,12 +38,15 @@ prometheus:
 run: setup prometheus
 	$(PY) -m orchestration.platform
 
-# The test session starts its own broker (port 19092, .riverbed-test/) and
-# stops it at the end, also when a test fails or the run is interrupted.
+# The test session starts its own brokers (ports 19092 and 19192, .riverbed-test/gw0
+# and gw1) and stops them at the end, also when a test fails or the run is interrupted.
+# Two workers: most of a Kafka test's time is waiting (for flushes, sensor ticks, a
+# broker), so two of them share the two cores well; a file's tests stay on one worker,
+# and all the three-node cluster tests on one (tests/conftest.py).
 # --durations: every run shows where the suite's time goes (it must stay well under 20 min).
 test: setup browser prometheus
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest --durations=25
+	$(PY) -m pytest -n 2 --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,7 @@ created and empty, and a ``RIVERBED_HOME`` of their own.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import uuid
@@ -27,8 +28,13 @@ from riverbed.kafka_jars import KafkaJars
 from riverbed.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_HOME = Path(os.environ.get("RIVERBED_TEST_HOME", REPO / ".riverbed-test"))
-TEST_PORT = int(os.environ.get("RIVERBED_TEST_KAFKA_PORT", "19092"))
+# `make test` runs the suite on two pytest-xdist workers (gw0, gw1): each has a broker,
+# a home and ports of its own (100 apart), so neither sees the other's topics or files.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(WORKER[2:]) if WORKER.startswith("gw") else 0
+SHARED_TEST_HOME = Path(os.environ.get("RIVERBED_TEST_HOME", REPO / ".riverbed-test"))
+TEST_HOME = SHARED_TEST_HOME / WORKER if WORKER else SHARED_TEST_HOME
+TEST_PORT = int(os.environ.get("RIVERBED_TEST_KAFKA_PORT", "19092")) + 100 * _WORKER_INDEX
 # The three-node cluster of the cluster and fault tests: client ports from here on.
 CLUSTER_PORT = TEST_PORT + 10
 # The secured three-node cluster of tests/integration/test_secure.py.
@@ -52,16 +58,41 @@ if JVM_TEST_OPTIONS not in os.environ.get("JAVA_TOOL_OPTIONS", ""):
 TEST_CLUSTER_OVERRIDES = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000"}
 
 
+# The files whose tests run on the three-node cluster (checked at collection).
+CLUSTER_FILES = ("test_alerts.py", "test_cluster.py", "test_faults.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests on the three-node cluster run one after the other (from where the first
     of them is), so that ``cluster`` can stop it after the last: three idle JVMs would
     otherwise slow every later test on two cores."""
     on_cluster = [item for item in items if "cluster" in _fixtures(item)]
+    strays = sorted({item.path.name for item in on_cluster} - set(CLUSTER_FILES))
+    if strays:
+        raise pytest.UsageError(f"add {strays} to CLUSTER_FILES in tests/conftest.py")
     if not on_cluster:
         return
     first = items.index(on_cluster[0])
     rest = [item for item in items if "cluster" not in _fixtures(item)]
     items[:] = rest[:first] + on_cluster + rest[first:]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under pytest-xdist, a test file is one unit of work (a module's fixtures, such as
+    the end-to-end platform, start once), and the cluster files together are one: only
+    one worker ever runs the three-node cluster. Units go out in collection order.
+
+    (xdist's own ``--dist loadgroup`` would do this with marks, but with pytest 9.2 its
+    group suffix never reaches the node ids, so the marks are ignored.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrClusterScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "cluster" if path.rsplit("/", 1)[-1] in CLUSTER_FILES else path
+
+    config.option.loadscopereorder = False
+    return FileOrClusterScheduling(config, log)
 
 
 def _fixtures(item: pytest.Item) -> list[str]:
@@ -100,7 +131,13 @@ def kafka_dist() -> Path:
     (``RIVERBED_KAFKA_DIST``, when the session starts with it set, names jars to reuse)."""
     if SHARED_DIST:
         return Path(SHARED_DIST)
-    return KafkaJars(load_settings(home=TEST_HOME / "broker")).fetch().parent
+    # One fetch for all workers: the first takes the lock and fetches, the other waits
+    # and finds the jars there.
+    home = SHARED_TEST_HOME / "broker"
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return KafkaJars(load_settings(home=home)).fetch().parent
 
 
 @pytest.fixture(scope="session")

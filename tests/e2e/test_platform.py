@@ -32,7 +32,7 @@ from riverbed import lake, prometheus
 from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
 from riverbed.settings import Settings, load_settings
-from tests.conftest import REPO, TEST_HOME
+from tests.conftest import REPO, SHARED_TEST_HOME
 from tests.support.browser import Page
 from tests.support.env import free_port
 from tests.support.flow_harness import generate, produce
@@ -44,7 +44,7 @@ FRAUD_EVENTS = 3_000
 READINGS = 3_000
 WAIT_S = 420
 # Screenshots and pages of the end-to-end run, kept after it.
-ARTIFACTS = TEST_HOME / "artifacts"
+ARTIFACTS = SHARED_TEST_HOME / "artifacts"
 
 
 @pytest.fixture(scope="module")
