@@ -287,6 +287,16 @@ class PartitionProcessor:
             return
         self._last_sweep_us = newest
         horizon = newest - max(self.config.card_ttl_us, self.config.resend_ttl_us)
-        stale = [cid for cid, card in self.cards.items() if card.last_us < horizon]
+        # A card prunes its resend ids only when it is seen again, so a card seen once
+        # would keep its id for the whole card TTL (at 1M cards, most of the ids in a
+        # snapshot): the sweep drops the ids of every card quiet for the resend TTL.
+        resend_horizon = newest - self.config.resend_ttl_us
+        stale = []
+        for cid, card in self.cards.items():
+            if card.last_us < resend_horizon:
+                if card.last_us < horizon:
+                    stale.append(cid)
+                elif card.ids:
+                    card.ids.clear()
         for cid in stale:
             del self.cards[cid]

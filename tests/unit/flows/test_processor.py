@@ -147,3 +147,17 @@ def test_an_idle_tick_flushes_open_windows_to_the_merger() -> None:
     assert p.process(SourceBatch(2, [], 1, caught_up=True, idle=False), 0).merger is None
     news = p.process(SourceBatch(2, [], 1, caught_up=True, idle=True), 0).merger
     assert news is not None and news.idle and [d.count for d in news.deltas] == [1]
+
+
+def test_the_sweep_forgets_the_resend_ids_of_cards_quiet_for_the_resend_ttl() -> None:
+    config = FlowConfig()
+    p = PartitionProcessor(2, config)
+    p.process(batch([txn(1, card="quiet"), txn(2, card="busy")]), 0)
+    ttl_s = config.resend_ttl_us // 1_000_000
+    # Only the busy card is seen again, past the resend TTL and the sweep's interval.
+    later = [txn(10 + i, card="busy", seconds=ttl_s + 60 + i) for i in range(3)]
+    p.process(batch(later, first_offset=2, ts_ms=NOW_MS + (ttl_s + 120) * 1000), 0)
+    assert p.cards["quiet"].ids == {}, "a card seen once keeps no id past the TTL"
+    assert set(p.cards["busy"].ids) == {"tx-10", "tx-11", "tx-12"}
+    # The card itself (its fraud history) stays until the card TTL.
+    assert p.cards["quiet"].last_us < p.cards["busy"].last_us
