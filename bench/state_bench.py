@@ -348,7 +348,8 @@ def run_population(
         handle.seek(log_start)
         restart_snaps = SnapshotLog.parse(handle.read().splitlines(), since=wall)
     first = None if restart_snaps.first_at is None else restart_snaps.first_at - wall
-    print(f"  restart -> lake {restart.seconds:.1f}s; first snapshot after {first}s", flush=True)
+    shown = "none" if first is None else f"{first:.1f}s"
+    print(f"  restart -> lake {restart.seconds:.1f}s; first snapshot after {shown}", flush=True)
     shutil.rmtree(home, ignore_errors=True)
     return StateRun(
         population=population,
