@@ -287,12 +287,25 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
     while True:
         results = apply_topics(settings)
         if all(r.error is None and r.state is not None for r in results):
+            _wait_until_led(settings, [spec.name for spec in CATALOG])
             return
         if time.monotonic() > deadline:
             raise RuntimeError(
                 "could not recreate topics: " + "; ".join(r.summary() for r in results)
             )
         time.sleep(0.5)
+
+
+def _wait_until_led(settings: Settings, names: list[str]) -> None:
+    """Until every partition of ``names`` answers an offsets request: the metadata
+    lists a new topic's leader a moment before that leader serves it, and a reader
+    right after (a test's first read-back) got NOT_LEADER_FOR_PARTITION."""
+    consumer = _admin_consumer(settings)
+    try:
+        for name in names:
+            _watermarks(consumer, name)
+    finally:
+        consumer.close()
 
 
 def delete_topics(admin: AdminClient, names: Iterable[str], timeout: float = 60) -> list[str]:
