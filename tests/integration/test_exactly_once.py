@@ -6,7 +6,8 @@ restarted each time, then runs until it has caught up:
 
 * SIGKILL (~100,000 events, one process and ``--processes 2``): a crash anywhere;
 * SIGINT or SIGTERM to the flow's whole process group (what Ctrl-C and ``docker stop``
-  do): each stop must be clean (exit 0, no traceback).
+  do), half of them while Bytewax is still building the partitions: each stop must be
+  clean (exit 0, no traceback).
 
 The result must be as if nothing had happened:
 
@@ -119,8 +120,17 @@ def test_ctrl_c_and_sigterm_to_the_process_group_stop_cleanly(
     events = generate(STOPS_EVENTS, SEED - 1)
 
     def stop(procs: list[subprocess.Popen], log: Path, stops: int) -> None:
-        time.sleep(rng.uniform(1.5, 5.0))
-        sig = signal.SIGINT if stops % 2 == 0 else signal.SIGTERM
+        # Each signal twice: once while Bytewax builds the partitions (0-1.5 s after
+        # the run's first source partition opened, while the others open and each
+        # sink partition claims its Kafka producer and its place in the lake's commits,
+        # ~1 s in all, measured), once while the flow runs.
+        sig = (signal.SIGINT, signal.SIGTERM, signal.SIGTERM, signal.SIGINT)[stops % 4]
+        if stops % 2 == 0:
+            wait_until(lambda: "reading partition" in _this_run(log), 60,
+                       "a source partition to open", procs, log, interval=0.05)  # fmt: skip
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:
+            time.sleep(rng.uniform(1.5, 5.0))
         for proc in procs:
             assert proc.poll() is None, log.read_text()[-4000:]
         os.killpg(procs[0].pid, sig)  # the whole group, as a terminal or docker does
@@ -132,6 +142,11 @@ def test_ctrl_c_and_sigterm_to_the_process_group_stop_cleanly(
     run_interrupted(
         settings, events, tmp_path, stop, stops=4, produce_seconds=10.0, new_session=True
     )
+
+
+def _this_run(log: Path) -> str:
+    """The log of the flow run going on (run_interrupted marks where each stop was)."""
+    return log.read_text().rsplit("==== stop", 1)[-1]
 
 
 def flow_test_settings(kafka_settings: Settings) -> Settings:
