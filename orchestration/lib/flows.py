@@ -100,12 +100,13 @@ def deploy(settings: Settings, domain: str) -> DeployOutcome:
     return DeployOutcome(deployment, action)
 
 
-def stop(settings: Settings, domain: str) -> bool:
-    """Stop the flow cleanly and mark it stopped on purpose, so liveness leaves it down."""
+def stop(settings: Settings, domain: str, timeout: float = 30.0) -> bool:
+    """Stop the flow cleanly (killed if still running after ``timeout``) and mark it
+    stopped on purpose, so liveness leaves it down."""
     directory = deployment_dir(settings, domain)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "STOPPED").touch()
-    return processes.stop_if_alive(processes.read_deployment(directory))
+    return processes.stop_if_alive(processes.read_deployment(directory), timeout)
 
 
 def stopped_on_purpose(settings: Settings, domain: str) -> bool:

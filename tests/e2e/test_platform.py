@@ -23,12 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import psutil
 import pytest
 
+from orchestration.lib import flows
 from orchestration.lib.webserver import graphql
 from producers.iot import produce_iot
 from producers.payments import produce_payments
-from riverbed import lake, prometheus
+from riverbed import lake, processes, prometheus
 from riverbed.broker import LocalCluster
 from riverbed.kafka_admin import recreate_topics
 from riverbed.settings import Settings, load_settings
@@ -45,6 +47,8 @@ READINGS = 3_000
 WAIT_S = 420
 # Screenshots and pages of the end-to-end run, kept after it.
 ARTIFACTS = SHARED_TEST_HOME / "artifacts"
+# The platform process and its log, by home: the last test stops it itself.
+RUNNING: dict[Path, tuple[subprocess.Popen[bytes], Path]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +81,7 @@ def platform(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    RUNNING[home] = (process, home.parent / "platform.log")
     try:
         wait_until_deployed(settings, process, home.parent / "platform.log")
         if broker_settings.manages_local_broker:
@@ -312,6 +317,51 @@ def test_prometheus_has_every_series_the_grafana_dashboard_queries(platform: Set
         if not query(platform, f'count(count_over_time({{__name__="{name}"}}[15m]))')
     ]
     assert missing == []
+
+
+def test_a_second_signal_while_it_stops_still_stops_everything(platform: Settings) -> None:
+    """Ctrl-C, then SIGTERM a second later, while the flows are stopping (``timeout`` or a
+    supervisor following up, an impatient user): the platform still stops every process
+    it started, Dagster's included, and the flows Dagster deployed, without a traceback.
+    Runs last: it ends the module's platform."""
+    process, log = RUNNING.pop(platform.home)
+    children = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", log.read_text())]
+    flow_leaders = [
+        deployment.pid
+        for domain in flows.FLOWS
+        if (deployment := processes.read_deployment(flows.deployment_dir(platform, domain)))
+    ]
+    assert len(children) >= 4 and len(flow_leaders) == len(flows.FLOWS), log.read_text()[-3000:]
+    # Each child and each flow leads a process group of its own (Dagster's holds its
+    # webserver, daemon and code servers).
+    groups = children + flow_leaders
+
+    os.killpg(process.pid, signal.SIGINT)  # the platform's group: what a terminal's Ctrl-C reaches
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(90) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert "SIGTERM again" in text, text[-3000:]
+
+    def left() -> list[str]:
+        return [
+            f"{p.pid} {' '.join(p.cmdline()[:4])}"
+            for p in psutil.process_iter()
+            if _in_groups(p, groups)
+        ]
+
+    deadline = time.monotonic() + 15
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left() == [], text[-3000:]
+
+
+def _in_groups(process: psutil.Process, groups: list[int]) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) in groups
+    except (ProcessLookupError, psutil.Error):
+        return False
 
 
 def _components(node: object) -> Iterator[dict]:
