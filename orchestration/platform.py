@@ -2,6 +2,8 @@
 
 Steps, each idempotent so a second ``make run`` resumes where the first stopped:
 
+0. hold ``RIVERBED_HOME`` (a second platform on it stops here) and stop what an earlier
+   platform, killed before it could stop its children, left running;
 1. the local broker (unless ``RIVERBED_KAFKA_BOOTSTRAP`` names a cluster);
 2. Prometheus, ``riverbed metrics`` (the lake's, warehouse's and lag's state) and the
    live dashboard (``python -m dashboard``), then Dagster (web UI and daemon,
@@ -10,11 +12,11 @@ Steps, each idempotent so a second ``make run`` resumes where the first stopped:
    (deploying the flows as processes of their own);
 4. the payments producer at a modest rate, and the IoT sensors (the last day, then live).
 
-Ctrl-C (or SIGTERM) stops the producer, the flows (they resume from their
-recovery store next time), Dagster, and the broker if this run started it. A second
-Ctrl-C or SIGTERM while it stops (an impatient user; ``timeout`` or a supervisor
-following up) does not cut the stop short, which would leave the rest running: it
-makes the stop hurry, killing what has not stopped yet instead of waiting for it.
+Ctrl-C (or SIGTERM, or SIGHUP: its terminal closed) stops the producer, the flows
+(they resume from their recovery store next time), Dagster, and the broker if this run
+started it. A second signal while it stops (an impatient user; ``timeout`` or a
+supervisor following up) does not cut the stop short, which would leave the rest
+running: it makes the stop hurry, killing what has not stopped yet instead of waiting.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from orchestration.lib import flows
 from orchestration.lib.keys import flow_key, topic_key
-from riverbed import prometheus
+from riverbed import locks, processes, prometheus
 from riverbed.logs import configure_logging
 from riverbed.settings import Settings, SettingsError, load_settings
 from riverbed.topics import CATALOG
@@ -117,8 +120,40 @@ def spawn(name: str, argv: list[str], settings: Settings) -> Child:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
+    processes.record(
+        name, process, argv, children_dir(settings) / name, version="platform", log_path=log_path
+    )
     say(f"started {name} (pid {process.pid}), log: {log_path}")
     return Child(name, process)
+
+
+def children_dir(settings: Settings) -> Path:
+    """Where each child's record is kept (``<name>/deployment.json``)."""
+    return settings.home / "platform"
+
+
+def hold_home(settings: Settings) -> IO[str]:
+    """This run's claim on ``RIVERBED_HOME``, for as long as the returned file stays open:
+    an flock, which the kernel releases however the platform ends. A second platform on
+    the same home stops here, before it touches the first one's children."""
+    try:
+        return locks.hold(settings.home / "platform.lock")
+    except locks.Held as held:
+        raise RuntimeError(
+            f"the platform is already running on {settings.home} ({held.holder}): stop it "
+            "with Ctrl-C where it runs, or set RIVERBED_HOME to another folder"
+        ) from None
+
+
+def stop_leftovers(settings: Settings) -> None:
+    """Stop the children an earlier platform on this home left running: it was killed
+    (SIGKILL, out of memory) before it could stop them, and they would hold its ports.
+    Called with the home held (:func:`hold_home`), so that earlier platform is gone."""
+    records = (processes.read_deployment(d) for d in children_dir(settings).glob("*/"))
+    found = sorted((r for r in records if r is not None), key=lambda r: -r.started_at)
+    for deployment in found:
+        if processes.stop_if_alive(deployment):
+            say(f"stopped {deployment.name} (pid {deployment.pid}), left by an earlier run")
 
 
 def write_dagster_home(settings: Settings) -> None:
@@ -194,6 +229,11 @@ def require_free_port(port: int, what: str, setting: str) -> None:
         )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# How long a child is waited for once the stop hurries (then SIGKILL).
+HURRIED_STOP_S = 2.0
+
+
 class Stopping:
     """While the platform stops: a Ctrl-C or SIGTERM arriving then sets :attr:`hurry`
     instead of raising KeyboardInterrupt in the middle of the stop (measured: `make run`
@@ -204,12 +244,12 @@ class Stopping:
         self.hurry = False
 
     def __enter__(self) -> Stopping:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -220,10 +260,6 @@ class Stopping:
     def timeout(self, patient_s: float) -> float:
         """How long to wait for a process to stop cleanly before killing it."""
         return min(patient_s, HURRIED_STOP_S) if self.hurry else patient_s
-
-
-# How long a child is waited for once the stop hurries (then SIGKILL).
-HURRIED_STOP_S = 2.0
 
 
 def stop_children(children: list[Child], stopping: Stopping, timeout: float = 30.0) -> None:
@@ -258,6 +294,8 @@ def stop_flows(settings: Settings, stopping: Stopping) -> None:
 
 def run(settings: Settings, *, with_producer: bool = True) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
+    home = hold_home(settings)  # noqa: F841 - held until the process ends
+    stop_leftovers(settings)
     started_broker = start_broker(settings)
     children: list[Child] = []
     try:
@@ -334,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    # A closed terminal: the children run in sessions of their own and would not hear it.
+    signal.signal(signal.SIGHUP, _terminate)
     # A shell that starts us in the background ignores SIGINT, and the children would
     # inherit that; catching it here makes Ctrl-C work and resets it for them.
     signal.signal(signal.SIGINT, signal.default_int_handler)

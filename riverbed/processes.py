@@ -87,6 +87,21 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    return record(name, process, argv, directory, version=version, log_path=log_path)
+
+
+def record(
+    name: str,
+    process: subprocess.Popen[bytes],
+    argv: list[str],
+    directory: Path,
+    *,
+    version: str,
+    log_path: Path,
+) -> Deployment:
+    """Record a process started in a session of its own as ``<directory>/deployment.json``
+    (what :func:`start` does for the processes it starts)."""
+    directory.mkdir(parents=True, exist_ok=True)
     deployment = Deployment(
         name=name,
         pid=process.pid,

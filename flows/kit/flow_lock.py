@@ -3,8 +3,9 @@
 Two copies of a flow on one machine share the recovery store and the lake; the
 Kafka transactions and the Delta versions would fence one of them, but only after
 both started writing. This lock stops the second copy before it does anything, with
-a message that says who holds the flow. It is an ``flock`` (released by the kernel
-when the holder dies, however it dies), so a crashed flow never leaves it behind.
+a message that says who holds the flow. It is an ``flock``
+(:mod:`riverbed.locks`: released by the kernel when the holder dies, however it dies), so
+a crashed flow never leaves it behind.
 
 A single process (no ``-i``) reads every partition: it takes the flow's lock
 exclusively. Process ``i`` of a multi-process run (``-i i -a …``) takes it shared,
@@ -14,11 +15,10 @@ anything else (a single process, a second run's process ``i``) is refused.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import time
 from pathlib import Path
 from typing import IO
+
+from riverbed import locks
 
 
 class FlowAlreadyRunning(RuntimeError):
@@ -28,32 +28,21 @@ class FlowAlreadyRunning(RuntimeError):
 _held: list[IO[str]] = []  # open for the life of the process: closing releases the lock
 
 
-def _take(path: Path, mode: int, flow: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - kept open on purpose, see _held
+def _take(path: Path, flow: str, *, shared: bool = False) -> None:
     try:
-        fcntl.flock(handle, mode | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
+        _held.append(locks.hold(path, shared=shared))
+    except locks.Held as held:
         raise FlowAlreadyRunning(
-            f"the {flow} flow is already running here ({holder}, lock {path}); a second copy "
-            "would write the same lake and topics. Stop the running one first (Dagster's "
+            f"the {flow} flow is already running here ({held.holder}, lock {path}); a second "
+            "copy would write the same lake and topics. Stop the running one first (Dagster's "
             "stop_flow job, or Ctrl-C where it runs), or use another RIVERBED_HOME"
         ) from None
-    if mode == fcntl.LOCK_EX:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}")
-        handle.flush()
-    _held.append(handle)
 
 
 def hold(flow_dir: Path, flow: str, process_id: int | None) -> None:
     """Take this process's share of the flow's lock, or raise :class:`FlowAlreadyRunning`."""
     if process_id is None:
-        _take(flow_dir / "flow.lock", fcntl.LOCK_EX, flow)
+        _take(flow_dir / "flow.lock", flow)
         return
-    _take(flow_dir / "flow.lock", fcntl.LOCK_SH, flow)
-    _take(flow_dir / f"process-{process_id}.lock", fcntl.LOCK_EX, flow)
+    _take(flow_dir / "flow.lock", flow, shared=True)
+    _take(flow_dir / f"process-{process_id}.lock", flow)
