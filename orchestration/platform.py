@@ -13,10 +13,10 @@ Steps, each idempotent so a second ``make run`` resumes where the first stopped:
 4. the payments producer at a modest rate, and the IoT sensors (the last day, then live).
 
 Ctrl-C (or SIGTERM, or SIGHUP: its terminal closed) stops the producer, the flows
-(they resume from their recovery store next time), Dagster, and the broker if this run
-started it. A second signal while it stops (an impatient user; ``timeout`` or a
-supervisor following up) does not cut the stop short, which would leave the rest
-running: it makes the stop hurry, killing what has not stopped yet instead of waiting.
+(they resume from their recovery store next time), Dagster, and the broker if a platform
+started it (not if it was started by hand). A second signal while it stops (an impatient
+user; ``timeout`` or a supervisor following up) does not cut the stop short, which would
+leave the rest running: it makes the stop hurry, killing what has not stopped yet.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+import psutil
 
 from orchestration.lib import flows
 from orchestration.lib.keys import flow_key, topic_key
@@ -92,7 +94,9 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def start_broker(settings: Settings) -> bool:
-    """Start the local broker if Riverbed manages one; True when this call started it."""
+    """Start the local broker if Riverbed manages one; True when the platform owns it (stops
+    it at the end): this call started it, or an earlier platform did and was killed before
+    it could stop it. A broker started by hand (`riverbed kafka start`) is left running."""
     if not settings.manages_local_broker:
         say(f"using the Kafka cluster at {settings.bootstrap_servers}")
         return False
@@ -103,7 +107,24 @@ def start_broker(settings: Settings) -> bool:
     if not broker.jars.is_fetched():
         say(f"fetching Apache Kafka {settings.kafka_version} from Maven Central (first run only)")
     say(broker.start().message)
-    return not already
+    owned = _broker_owned(settings)
+    if already and not owned.exists():
+        return False
+    owned.parent.mkdir(parents=True, exist_ok=True)
+    owned.touch()
+    return True
+
+
+def stop_broker(settings: Settings) -> None:
+    from riverbed.broker import LocalCluster
+
+    say(LocalCluster(settings).stop().message)
+    _broker_owned(settings).unlink(missing_ok=True)
+
+
+def _broker_owned(settings: Settings) -> Path:
+    """There while a platform owns the running broker."""
+    return children_dir(settings) / "broker.owned"
 
 
 def spawn(name: str, argv: list[str], settings: Settings) -> Child:
@@ -120,9 +141,9 @@ def spawn(name: str, argv: list[str], settings: Settings) -> Child:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
-    processes.record(
-        name, process, argv, children_dir(settings) / name, version="platform", log_path=log_path
-    )
+    with contextlib.suppress(psutil.NoSuchProcess):  # it exited at once: nothing to stop later
+        record_dir = children_dir(settings) / name
+        processes.record(name, process, argv, record_dir, version="platform", log_path=log_path)
     say(f"started {name} (pid {process.pid}), log: {log_path}")
     return Child(name, process)
 
@@ -296,7 +317,7 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     home = hold_home(settings)  # noqa: F841 - held until the process ends
     stop_leftovers(settings)
-    started_broker = start_broker(settings)
+    owns_broker = start_broker(settings)
     children: list[Child] = []
     try:
         children += start_monitoring(settings)
@@ -348,10 +369,8 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
             stop_children(producer, stopping)
             stop_flows(settings, stopping)
             stop_children([c for c in children if c.name != "producer"], stopping)
-            if started_broker:
-                from riverbed.broker import LocalCluster
-
-                say(LocalCluster(settings).stop().message)
+            if owns_broker:
+                stop_broker(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

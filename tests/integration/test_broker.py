@@ -190,3 +190,21 @@ def test_an_external_cluster_is_used_not_started_or_stopped(
     assert "no local broker to stop" in external.stop().message
     assert broker.status().running
     assert not (tmp_path / "other").exists()
+
+
+def test_make_run_stops_the_broker_it_or_a_killed_run_started_not_one_started_by_hand(
+    broker: LocalCluster,
+) -> None:
+    from orchestration import platform
+
+    settings = broker.settings
+    # A platform starts the broker: it owns it.
+    assert platform.start_broker(settings) is True
+    # It was killed before stopping it: the next platform finds it running and owns it.
+    assert platform.start_broker(settings) is True
+    platform.stop_broker(settings)
+    assert not broker.status().running
+    # Started by hand: the platform uses it and leaves it running.
+    broker.start()
+    assert platform.start_broker(settings) is False
+    assert broker.status().running
