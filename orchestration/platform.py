@@ -256,10 +256,10 @@ HURRIED_STOP_S = 2.0
 
 
 class Stopping:
-    """While the platform stops: a Ctrl-C or SIGTERM arriving then sets :attr:`hurry`
-    instead of raising KeyboardInterrupt in the middle of the stop (measured: `make run`
-    under `timeout`, whose SIGTERM came while the flows stopped, left the flows, Dagster
-    and the dashboard running, and a traceback)."""
+    """While the platform stops: a Ctrl-C, SIGTERM or SIGHUP arriving then sets :attr:`hurry`
+    instead of raising KeyboardInterrupt in the middle of the stop (seen: `make run` under
+    `timeout`, whose SIGTERM came while the flows stopped, left a flow, Dagster and the
+    dashboard running, and a traceback)."""
 
     def __init__(self) -> None:
         self.hurry = False
