@@ -309,7 +309,7 @@ def _stopped_within(process: subprocess.Popen[bytes], timeout: float, stopping: 
 
 def stop_flows(settings: Settings, stopping: Stopping) -> None:
     for domain in flows.FLOWS:
-        if flows.stop(settings, domain, timeout=stopping.timeout(30.0)):
+        if flows.stop(settings, domain, timeout=lambda: stopping.timeout(30.0)):
             say(f"stopped the {domain} flow (it resumes from its recovery store next time)")
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -115,9 +116,10 @@ def record(
     return deployment
 
 
-def stop(deployment: Deployment, timeout: float = 30.0) -> bool:
+def stop(deployment: Deployment, timeout: float | Callable[[], float] = 30.0) -> bool:
     """Stop a deployment's whole process group: SIGINT (a clean shutdown), then SIGKILL
-    what is left after ``timeout``.
+    what is left after ``timeout`` seconds. A callable ``timeout`` is asked again while
+    the stop waits, so it can shorten a wait under way (the platform's second Ctrl-C).
 
     The group, not only the recorded process: a flow's leader can die (kill -9, OOM)
     and leave its workers (``--processes N``) running, still in its group; they are
@@ -130,7 +132,11 @@ def stop(deployment: Deployment, timeout: float = 30.0) -> bool:
         os.killpg(deployment.pid, signal.SIGINT)
     except ProcessLookupError:  # the group emptied meanwhile
         return True
-    _gone, left = psutil.wait_procs(members, timeout=timeout)
+    limit = timeout if callable(timeout) else lambda: timeout
+    began = time.monotonic()
+    left = members
+    while left and time.monotonic() - began < limit():
+        _gone, left = psutil.wait_procs(left, timeout=0.2)
     if left:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(deployment.pid, signal.SIGKILL)
@@ -176,7 +182,9 @@ def reap_group(deployment: Deployment | None) -> int:
     return len(leftovers)
 
 
-def stop_if_alive(deployment: Deployment | None, timeout: float = 30.0) -> bool:
+def stop_if_alive(
+    deployment: Deployment | None, timeout: float | Callable[[], float] = 30.0
+) -> bool:
     return deployment is not None and stop(deployment, timeout)
 
 

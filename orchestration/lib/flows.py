@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,9 +101,10 @@ def deploy(settings: Settings, domain: str) -> DeployOutcome:
     return DeployOutcome(deployment, action)
 
 
-def stop(settings: Settings, domain: str, timeout: float = 30.0) -> bool:
-    """Stop the flow cleanly (killed if still running after ``timeout``) and mark it
-    stopped on purpose, so liveness leaves it down."""
+def stop(settings: Settings, domain: str, timeout: float | Callable[[], float] = 30.0) -> bool:
+    """Stop the flow cleanly (killed if still running after ``timeout``, see
+    :func:`riverbed.processes.stop`) and mark it stopped on purpose, so liveness leaves it
+    down."""
     directory = deployment_dir(settings, domain)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "STOPPED").touch()

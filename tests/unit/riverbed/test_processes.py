@@ -62,3 +62,18 @@ def test_stop_still_stops_the_workers_of_a_leader_that_died(tmp_path: Path) -> N
     assert worker_gone
     assert (tmp_path / "worker.stopped").read_text() == "stopped cleanly"
     assert not processes.stop(deployment, timeout=10)  # nothing left to stop
+
+
+def test_a_timeout_that_shortens_while_the_stop_waits_cuts_the_wait(tmp_path: Path) -> None:
+    # A process that ignores SIGINT: only SIGKILL stops it. The stop starts patient (60 s)
+    # and is told to hurry half a second in (the platform's second Ctrl-C).
+    ignoring = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"
+    deployment = processes.start(
+        "stubborn", [sys.executable, "-c", ignoring], tmp_path, env=dict(os.environ), version="t"
+    )
+    time.sleep(1.0)  # its handler is in place
+    hurry_at = time.monotonic() + 0.5
+    began = time.monotonic()
+    assert processes.stop(deployment, timeout=lambda: 60.0 if time.monotonic() < hurry_at else 1.0)
+    assert time.monotonic() - began < 10, "waited out the patient timeout"
+    assert not processes.is_alive(deployment)
