@@ -125,7 +125,7 @@ def stop(deployment: Deployment, timeout: float | Callable[[], float] = 30.0) ->
     and leave its workers (``--processes N``) running, still in its group; they are
     stopped all the same. Returns True if any of it was running.
     """
-    members = _group(deployment)
+    members = group_members(deployment)
     if not members:
         return False
     try:
@@ -144,7 +144,7 @@ def stop(deployment: Deployment, timeout: float | Callable[[], float] = 30.0) ->
     return True
 
 
-def _group(deployment: Deployment) -> list[psutil.Process]:
+def group_members(deployment: Deployment) -> list[psutil.Process]:
     """The live processes of the deployment's group (its leader included, if alive).
 
     A process counts if its group is the deployment's (the recorded pid: the leader
@@ -174,7 +174,7 @@ def reap_group(deployment: Deployment | None) -> int:
     """
     if deployment is None or is_alive(deployment):
         return 0
-    leftovers = _group(deployment)
+    leftovers = group_members(deployment)
     for process in leftovers:
         with contextlib.suppress(psutil.Error):
             process.kill()

@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import psutil
 import pytest
 
 from orchestration.lib import flows
 from orchestration.lib.webserver import graphql
+from orchestration.platform import children_dir as platform_children_dir
 from producers.iot import produce_iot
 from producers.payments import produce_payments
 from riverbed import lake, processes, prometheus
@@ -326,16 +326,20 @@ def test_terminal_closed_then_sigterm_while_it_stops_stops_everything(platform: 
     Dagster's included, and the flows Dagster deployed, without a traceback. Runs last:
     it ends the module's platform."""
     process, log = RUNNING.pop(platform.home)
-    children = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", log.read_text())]
+    children = [
+        deployment
+        for d in platform_children_dir(platform).glob("*/")
+        if (deployment := processes.read_deployment(d))
+    ]
     flow_leaders = [
-        deployment.pid
+        deployment
         for domain in flows.FLOWS
         if (deployment := processes.read_deployment(flows.deployment_dir(platform, domain)))
     ]
     assert len(children) >= 4 and len(flow_leaders) == len(flows.FLOWS), log.read_text()[-3000:]
     # Each child and each flow leads a process group of its own (Dagster's holds its
     # webserver, daemon and code servers).
-    groups = children + flow_leaders
+    deployments = children + flow_leaders
 
     os.killpg(process.pid, signal.SIGHUP)  # the platform's group: what a terminal reaches
     time.sleep(1.0)
@@ -346,23 +350,12 @@ def test_terminal_closed_then_sigterm_while_it_stops_stops_everything(platform: 
     assert "SIGTERM again" in text, text[-3000:]
 
     def left() -> list[str]:
-        return [
-            f"{p.pid} {' '.join(p.cmdline()[:4])}"
-            for p in psutil.process_iter()
-            if _in_groups(p, groups)
-        ]
+        return [f"{d.name}: {p.pid}" for d in deployments for p in processes.group_members(d)]
 
     deadline = time.monotonic() + 15
     while left() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left() == [], text[-3000:]
-
-
-def _in_groups(process: psutil.Process, groups: list[int]) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) in groups
-    except (ProcessLookupError, psutil.Error):
-        return False
 
 
 def _components(node: object) -> Iterator[dict]:
