@@ -60,6 +60,11 @@ TEST_CLUSTER_OVERRIDES = {"transaction.abort.timed.out.transaction.cleanup.inter
 
 # The files whose tests run on the three-node cluster (checked at collection).
 CLUSTER_FILES = ("test_alerts.py", "test_cluster.py", "test_faults.py")
+# The files that share the session's `warehouse_scenarios` (tests/integration/conftest.py):
+# on one worker its four dbt builds run once, not once per worker (~110 s each on CI).
+WAREHOUSE_FILES = ("test_warehouse.py", "test_warehouse_iot.py")
+# Units of work larger than a file, by name (see pytest_xdist_make_scheduler).
+UNITS = {"cluster": CLUSTER_FILES, "warehouse": WAREHOUSE_FILES}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -79,8 +84,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """Under pytest-xdist, a test file is one unit of work (a module's fixtures, such as
-    the end-to-end platform, start once), and the cluster files together are one: only
-    one worker ever runs the three-node cluster. Units go out in collection order.
+    the end-to-end platform, start once), and the files of each of ``UNITS`` together
+    are one: only one worker ever runs the three-node cluster, or builds the warehouse
+    scenarios. Units go out in collection order.
 
     (xdist's own ``--dist loadgroup`` would do this with marks, but with pytest 9.2 its
     group suffix never reaches the node ids, so the marks are ignored.)"""
@@ -89,7 +95,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     class FileOrClusterScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return "cluster" if path.rsplit("/", 1)[-1] in CLUSTER_FILES else path
+            name = path.rsplit("/", 1)[-1]
+            return next((unit for unit, files in UNITS.items() if name in files), path)
 
     config.option.loadscopereorder = False
     return FileOrClusterScheduling(config, log)

@@ -221,6 +221,12 @@ def test_a_rolling_restart_loses_no_delivery(cluster: LocalCluster) -> None:
     assert all(status.pids[n] != before[n] for n in before)
     assert failed == []
     assert len(acknowledged) > 1000
-    # The producer's own record of what was acknowledged against the topic: all there, once.
+    # The producer's own record of what was acknowledged against the topic: all there, and
+    # nothing that was not sent. Not "once": when a leader moves under requests in flight,
+    # librdkafka's idempotent producer may bump its epoch and write a batch again
+    # (confluentinc/librdkafka#4953; 5 of ~2,300 in one run here). Only transactions
+    # promise once, which is why the flows write with them and drop resent events.
     stored = [m.value() for m in read_topic(settings, topic)]
-    assert sorted(stored) == sorted(acknowledged)
+    assert set(stored) == set(acknowledged)
+    assert len(set(acknowledged)) == len(acknowledged)
+    assert len(stored) - len(set(stored)) <= len(stored) // 100, "more than 1% written twice"

@@ -29,6 +29,7 @@ from orchestration import platform
 from orchestration.lib.webserver import graphql
 from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
+from riverbed import processes
 from riverbed.broker import LocalCluster
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
@@ -302,15 +303,12 @@ class Dagster:
         platform.wait_for_dagster(self.settings, self.child, timeout=240)
 
     def processes(self) -> list[psutil.Process]:
-        """Every live process of Dagster's process group (a session of its own)."""
+        """Every live process of Dagster's process group (a session of its own), found as
+        a flow's are: through the deployment record the platform's ``spawn`` wrote."""
         assert self.child is not None
-        group = self.child.process.pid
-        found = []
-        for proc in psutil.process_iter(["status"]):
-            with contextlib.suppress(psutil.Error, ProcessLookupError):
-                if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-        return found
+        record = processes.read_deployment(platform.children_dir(self.settings) / "dagster")
+        assert record is not None and record.pid == self.child.process.pid, record
+        return processes.group_members(record)
 
     def kill(self) -> None:
         """kill -9 of every Dagster process, as a crash or an OOM kill of its container."""
