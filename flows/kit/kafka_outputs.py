@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
 
@@ -79,16 +80,19 @@ class OutputError(RuntimeError):
 class _Watchdog:
     """Calls ``on_stuck`` when a block it guards has run longer than ``limit`` seconds.
 
-    One thread per producer, ticking every second. It counts only time the process
-    ran: a process frozen (SIGSTOP, a suspended VM) and resumed has not been stuck,
-    however late its clock now is.
+    One thread per producer, ticking every second until :meth:`stop`. It counts only
+    time the process ran: a process frozen (SIGSTOP, a suspended VM) and resumed has not
+    been stuck, however late its clock now is. It holds ``on_stuck`` (a bound method)
+    weakly: a thread that outlived its outputs would keep their Kafka clients alive,
+    reconnecting to a broker long gone.
     """
 
     _TICK_S = 1.0
 
     def __init__(self, limit: float, on_stuck: Callable[[], None]) -> None:
         self._limit = limit
-        self._on_stuck = on_stuck
+        self._on_stuck = weakref.WeakMethod(on_stuck)  # type: ignore[arg-type]
+        self._stopped = threading.Event()
         self._guarding = False
         self._ran = 0.0
         threading.Thread(target=self._watch, daemon=True, name="kafka-watchdog").start()
@@ -102,17 +106,23 @@ class _Watchdog:
         finally:
             self._guarding = False
 
+    def stop(self) -> None:
+        self._stopped.set()
+
     def _watch(self) -> None:
         last = time.monotonic()
-        while True:
-            time.sleep(self._TICK_S)
+        while not self._stopped.wait(self._TICK_S):
+            if self._on_stuck() is None:  # the outputs are gone, never stopped
+                return
             now = time.monotonic()
             step, last = now - last, now
             if not self._guarding or step > 5 * self._TICK_S:  # longer: the process was frozen
                 continue
             self._ran += step
             if self._ran > self._limit:
-                self._on_stuck()
+                on_stuck = self._on_stuck()
+                if on_stuck is not None:
+                    on_stuck()
                 return
 
 
@@ -417,6 +427,7 @@ class KafkaOutputs:
             self._close()
 
     def _close(self) -> None:
+        self._watchdog.stop()  # it guards only calls under way; none is, from here on
         if self._open_since is not None:
             try:
                 self._producer.abort_transaction(_TIMEOUT_S)

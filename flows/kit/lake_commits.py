@@ -170,6 +170,23 @@ class LakeCommitter:
                 out[ds] = writer.claim([app])[app] or 0
             return out
 
+    def release(self, partition: int) -> None:
+        """Forget ``partition``, whose sink closed after its last flush: later flushes no
+        longer commit its Kafka transaction. The last partition released takes the
+        committer out of :meth:`shared`, so that nothing keeps a closed flow's sinks, and
+        their Kafka clients, alive in a process that runs flows one after another."""
+        with self._gate, self._lock:
+            self._wait()
+            for callbacks in (self._commit_kafka, self._hold_kafka, self._release_kafka):
+                callbacks.pop(partition, None)
+            self._progress.pop(partition, None)
+            if self._commit_kafka:
+                return
+        with self._shared_lock:
+            for key, committer in list(self._shared.items()):
+                if committer is self:
+                    del self._shared[key]
+
     def hold_kafka(self) -> None:
         """Abort every partition's open Kafka transaction, keeping its records: the lake
         is unavailable, and a transaction left open while the flow waits would time out

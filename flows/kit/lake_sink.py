@@ -129,6 +129,7 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         with reported():
             self.flush()
             self.outputs.close()
+            self.committer.release(self.partition)
 
     def _write_batch(self, values: list[ProcessedBatch]) -> None:
         for batch in values:

@@ -247,6 +247,24 @@ def test_outputs_and_the_group_offset_commit_together(kafka_settings: Settings) 
     assert dict(alert.headers())["alert.id"] == b"a1"
 
 
+def test_closed_or_dropped_outputs_free_their_kafka_clients(kafka_settings: Settings) -> None:
+    """Nothing (their watchdog thread above all) keeps the outputs of a flow that ended
+    alive: in a process that runs flows one after another, their transactional producer
+    would go on reconnecting to a broker that may be long gone."""
+    import gc
+    import weakref
+
+    settings = flow_settings(kafka_settings)
+    closed, dropped = outputs_for(settings, 4), outputs_for(settings, 5)
+    refs = [weakref.ref(closed), weakref.ref(dropped)]
+    closed.publish([DlqRecord(1, b"k", b"v", "value: bad")], [])
+    assert closed.commit(2)
+    closed.close()
+    del closed, dropped  # one closed, one never closed (a flow that failed)
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+
+
 def test_a_transaction_holding_alerts_is_due_at_once_dead_letters_wait(
     kafka_settings: Settings,
 ) -> None:

@@ -364,3 +364,35 @@ def test_a_partition_taken_over_while_a_flush_runs_behind_does_not_conflict(
     assert versions(tmp_path) == {0: 2000}
     second.snapshot()
     assert versions(tmp_path) == {0: 2000}
+
+
+def test_the_committer_lets_closed_sinks_go_and_leaves_shared_with_the_last(
+    tmp_path: Path,
+) -> None:
+    """A process that runs flows one after another (the tests do) must not keep each
+    closed flow's sinks, and with them their Kafka clients, alive through the committer."""
+    import gc
+    import weakref
+
+    committer = LakeCommitter.shared(tmp_path, TOPIC, SPEC.datasets)
+    log: list[str] = []
+    first, first_outputs = sink(tmp_path, log, partition=1, committer=committer)
+    second, _ = sink(tmp_path, log, partition=2, committer=committer)
+    first.write_batch([processed(range(0, 10))])
+    second.write_batch([processed(range(0, 5))])
+    gone = weakref.ref(first_outputs)
+
+    first.close()
+    del first, first_outputs
+    gc.collect()
+    assert gone() is None, "the committer still holds the closed sink's outputs"
+    assert LakeCommitter.shared(tmp_path, TOPIC, SPEC.datasets) is committer
+    # The open sink goes on as before.
+    log.clear()
+    second.write_batch([processed(range(5, 8))])
+    second.flush()
+    assert [e for e in log if e.startswith("commit")] == ["commit 8"]
+
+    second.close()
+    assert LakeCommitter.shared(tmp_path, TOPIC, SPEC.datasets) is not committer
+    assert versions(tmp_path) == {1: 10, 2: 8}
