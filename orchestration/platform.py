@@ -182,6 +182,37 @@ def write_dagster_home(settings: Settings) -> None:
     (settings.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
 
 
+@dataclass
+class FirstBuild:
+    """Says when the warehouse's first build has published it: on a new home that takes
+    minutes after start (the flows' first lake commit, then a whole ``dbt build``: 285 s
+    on a busy 2-core machine), and until then the warehouse file a newcomer was just
+    shown is not there."""
+
+    read_copy: Path
+    since: float | None  # None: nothing to wait for (or said already)
+
+    @classmethod
+    def watch(cls, settings: Settings) -> FirstBuild:
+        if settings.warehouse_read_path.exists():
+            return cls(settings.warehouse_read_path, None)
+        say(
+            "the warehouse's first build starts after the flows' first lake commit "
+            "(Dagster's lake_new_files sensor) and takes minutes (every model and data "
+            "test once); its progress is on the Dagster UI's Runs page"
+        )
+        return cls(settings.warehouse_read_path, time.monotonic())
+
+    def check(self) -> None:
+        if self.since is not None and self.read_copy.exists():
+            waited = time.monotonic() - self.since
+            say(
+                f"warehouse built ({waited:.0f} s after the flows were deployed); readers "
+                f"open the copy each build publishes: {self.read_copy}"
+            )
+            self.since = None
+
+
 def wait_for_dagster(settings: Settings, child: Child, timeout: float = 180.0) -> None:
     url = f"http://127.0.0.1:{settings.dagster_port}/server_info"
     deadline = time.monotonic() + timeout
@@ -353,8 +384,10 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
             children.append(spawn("sensors", sensors, settings))
             say("sensor readings: the last day of 8 rooms replayed, then live")
         say(f"lake: {settings.lake_dir}; warehouse: {settings.warehouse_path}")
+        first_build = FirstBuild.watch(settings)
         say("press Ctrl-C to stop everything")
         while all(c.process.poll() is None for c in children):
+            first_build.check()
             time.sleep(1)
         for child in children:
             if child.process.poll() is not None:

@@ -67,3 +67,20 @@ def test_what_a_killed_platform_left_running_is_stopped_at_the_next_start(
     # Nothing is left to stop the time after.
     platform.stop_leftovers(settings)
     assert "left by an earlier run" not in capsys.readouterr().err
+
+
+def test_the_first_warehouse_build_is_announced_once_when_its_copy_is_published(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(home=tmp_path)
+    first = platform.FirstBuild.watch(settings)
+    first.check()
+    assert "takes minutes" in capsys.readouterr().err
+    settings.warehouse_read_path.write_bytes(b"")  # what a build publishes, renamed into place
+    first.check()
+    first.check()
+    said = capsys.readouterr().err
+    assert said.count("warehouse built (") == 1 and str(settings.warehouse_read_path) in said
+    # A home whose warehouse was built before: nothing to wait for, nothing said.
+    platform.FirstBuild.watch(settings).check()
+    assert capsys.readouterr().err == ""
