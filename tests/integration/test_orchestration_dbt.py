@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from orchestration.definitions import defs
-from orchestration.defs.dbt.assets import warehouse_models
+from orchestration.defs.dbt.assets import VenvDbtCliResource, warehouse_models
 from riverbed.settings import load_settings
 from tests.support.env import use_settings
 from tests.support.lake_fixture import SyntheticLake
@@ -79,3 +79,19 @@ def test_materializing_the_warehouse_runs_dbt_and_records_checks(
     # The build published the read-only copy readers use, with what it built.
     with duckdb.connect(str(settings.warehouse_read_path), read_only=True) as con:
         assert con.execute("select count(*) from fct_transactions").fetchone() == (40,)
+
+
+def test_the_dbt_resource_knows_the_version_dbt_reports_without_asking_it() -> None:
+    """VenvDbtCliResource answers dagster-dbt's version question from the installed
+    package instead of starting ``dbt --version`` each build: the same answer."""
+    import re
+    import subprocess
+
+    resource = defs().resources["dbt"]
+    assert isinstance(resource, VenvDbtCliResource)
+    reported = subprocess.run(
+        [resource.dbt_executable, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    core = re.search(r"installed:\s*(\d+\.\d+\.\d+)", reported)
+    assert core is not None, reported
+    assert str(resource._cli_version) == core.group(1)
