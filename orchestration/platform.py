@@ -370,10 +370,17 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
         children.append(dagster)
         wait_for_dagster(settings, dagster)
         say(f"Dagster UI: http://127.0.0.1:{settings.dagster_port} (sensors and schedules on)")
-        materialize(settings, ",".join(topic_key(spec.name).to_user_string() for spec in CATALOG))
-        say("topics reconciled through Dagster (assets kafka/*)")
-        materialize(settings, ",".join(flow_key(domain).to_user_string() for domain in flows.FLOWS))
-        say(f"flows deployed through Dagster; logs and status under {settings.flows_dir}")
+        # One run: the flows' assets depend on their topics' (so the topics come first, and
+        # a flow is not deployed if its topics failed), and each run of the CLI loads the
+        # code location again (~9 s of CPU).
+        topics = [topic_key(spec.name).to_user_string() for spec in CATALOG]
+        materialize(
+            settings, ",".join([*topics, *(flow_key(d).to_user_string() for d in flows.FLOWS)])
+        )
+        say(
+            "topics reconciled and flows deployed through Dagster (assets kafka/*, flows/*); "
+            f"flow logs and status under {settings.flows_dir}"
+        )
         if with_producer:
             produce = [sys.executable, "-m", "riverbed.cli", "produce", "payments"]
             children.append(spawn("producer", produce, settings))
