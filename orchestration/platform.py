@@ -373,10 +373,8 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
         # One run: the flows' assets depend on their topics' (so the topics come first, and
         # a flow is not deployed if its topics failed), and each run of the CLI loads the
         # code location again (~9 s of CPU).
-        topics = [topic_key(spec.name).to_user_string() for spec in CATALOG]
-        materialize(
-            settings, ",".join([*topics, *(flow_key(d).to_user_string() for d in flows.FLOWS)])
-        )
+        keys = [topic_key(spec.name) for spec in CATALOG] + [flow_key(d) for d in flows.FLOWS]
+        materialize(settings, ",".join(key.to_user_string() for key in keys))
         say(
             "topics reconciled and flows deployed through Dagster (assets kafka/*, flows/*); "
             f"flow logs and status under {settings.flows_dir}"

@@ -122,6 +122,8 @@ class LakeCommitter:
         # The workers of a process share the committer: one of them at a time takes a
         # flush, after the one running behind.
         self._gate = threading.Lock()
+        # Its key in ``_shared`` if :meth:`shared` made it (``release`` takes it out).
+        self._shared_key: tuple[str, str, str] | None = None
 
     @classmethod
     def shared(cls, lake_dir: Path, topic: str, datasets: StreamDatasets) -> LakeCommitter:
@@ -131,6 +133,7 @@ class LakeCommitter:
             committer = cls._shared.get(key)
             if committer is None:
                 committer = cls._shared[key] = cls(lake_dir, topic, datasets)
+                committer._shared_key = key
             return committer
 
     def claim(
@@ -183,9 +186,8 @@ class LakeCommitter:
             if self._commit_kafka:
                 return
         with self._shared_lock:
-            for key, committer in list(self._shared.items()):
-                if committer is self:
-                    del self._shared[key]
+            if self._shared_key is not None and self._shared.get(self._shared_key) is self:
+                del self._shared[self._shared_key]
 
     def hold_kafka(self) -> None:
         """Abort every partition's open Kafka transaction, keeping its records: the lake

@@ -129,14 +129,11 @@ def test_ctrl_c_and_sigterm_to_the_process_group_stop_cleanly(
         # it, SIGINT raises in an import) with nothing started to lose, which the SIGKILL
         # test covers. (A fixed 1.5-5 s from launch once landed there on a busy machine.)
         sig = (signal.SIGINT, signal.SIGTERM, signal.SIGTERM, signal.SIGINT)[stops % 4]
-        if stops % 2 == 0:
-            wait_until(lambda: "reading partition" in _this_run(log), 60,
-                       "a source partition to open", procs, log, interval=0.05)  # fmt: skip
-            time.sleep(rng.uniform(0.0, 1.5))
-        else:
-            wait_until(lambda: "payments flow" in _this_run(log), 60,
-                       "the flow to start", procs, log, interval=0.05)  # fmt: skip
-            time.sleep(rng.uniform(1.5, 5.0))
+        line, low, high = ("reading partition", 0.0, 1.5) if stops % 2 == 0 else (
+            "payments flow", 1.5, 5.0)  # fmt: skip
+        wait_until(lambda: line in _this_run(log), 60, f"the log line {line!r}", procs, log,
+                   interval=0.05)  # fmt: skip
+        time.sleep(rng.uniform(low, high))
         for proc in procs:
             assert proc.poll() is None, log.read_text()[-4000:]
         os.killpg(procs[0].pid, sig)  # the whole group, as a terminal or docker does
