@@ -11,7 +11,18 @@ are cards. The baseline is ``org.apache.kafka.tools.ProducerPerformance``
 (kafka-producer-perf-test) sending pre-made random payloads; ours generates
 every transaction it sends. The goal (issue 12): ours >= 0.8x the baseline's events/s.
 
-Prints both figures and their ratio and appends a section to ``bench/RESULTS.md``.
+By default (``--pin``, on a machine of two or more CPUs with the broker on it) each
+producer runs alone on the last CPU and the broker's processes on the others, for
+the bench's duration (their affinity is put back afterwards). Unpinned, on two cores,
+a producer's figure mostly measures how the scheduler shares a core between it and
+a busy broker: the same code measured 0.50-0.79 of the Java tool within one hour,
+with the Java figure itself moving between 91,000 and 185,000 events/s. Pinned,
+both get the same one core and the broker never takes it from them. ``--no-pin``
+measures the shared way.
+
+Prints both figures and their ratio, and beside each the CPU time its process used
+per event (all its threads: the Java tool's sender, librdkafka's), and appends a
+section to ``bench/RESULTS.md``.
 The bench topics are deleted at the end.
 """
 
@@ -22,17 +33,19 @@ import itertools
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import confluent_kafka
+import psutil
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from producers.kafka_loop import PRODUCER_DEFAULTS
@@ -58,6 +71,7 @@ class Figure:
     name: str
     events_per_s: float
     mb_per_s: float
+    cpu_us_per_event: float  # CPU time of the producer's process, all its threads
     detail: str = ""
 
 
@@ -74,19 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     python_runs: list[Figure] = []
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     names = [f"bench.producer.{stamp}.{i}" for i in range(2 * args.rounds)]
-    with bench_topics(settings, names):
+    cores = producer_cores(settings) if args.pin else None
+    with bench_topics(settings, names), broker_kept_off(cores):
+        if cores:
+            print(f"  producers on CPU {cores.producer}, the broker on CPUs {cores.broker_list}")
         # Alternate the two, so neither always runs on a warmer broker.
         for java_topic, python_topic in zip(names[::2], names[1::2], strict=True):
-            java_runs.append(run_java(settings, libs, java_topic, args.events, record_size))
-            print(f"  {java_runs[-1].name}: {java_runs[-1].events_per_s:,.0f} events/s")
-            python_runs.append(run_python(settings, python_topic, args.events, record_size))
-            print(f"  {python_runs[-1].name}: {python_runs[-1].events_per_s:,.0f} events/s")
+            java_runs.append(run_java(settings, libs, java_topic, args.events, record_size, cores))
+            print(f"  {_line(java_runs[-1])}")
+            python_runs.append(run_python(settings, python_topic, args.events, record_size, cores))
+            print(f"  {_line(python_runs[-1])}")
     java = max(java_runs, key=lambda f: f.events_per_s)
     ours = max(python_runs, key=lambda f: f.events_per_s)
     ratio = ours.events_per_s / java.events_per_s
     print(f"ratio Python / Java: {ratio:.2f} (goal >= 0.8)")
     if not args.no_results:
-        append_results(settings, args, record_size, java, ours, ratio, libs)
+        append_results(settings, args, record_size, java, ours, ratio, libs, cores)
     return 0
 
 
@@ -98,6 +115,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="runs per side; the best counts")
     parser.add_argument("--kafka-libs", type=Path, help="Kafka's libs/ (default: the local one)")
     parser.add_argument("--no-results", action="store_true", help="don't append to RESULTS.md")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each producer alone on the last CPU, the local broker on the others (default)",
+    )
     return parser.parse_args(argv)
 
 
@@ -145,6 +168,77 @@ def bench_topics(settings: Settings, names: list[str]) -> Iterator[list[str]]:
             future.result()
 
 
+# --- cores -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cores:
+    producer: int
+    broker: frozenset[int]
+    broker_pids: tuple[int, ...] = field(default=())
+
+    @property
+    def broker_list(self) -> str:
+        return ",".join(str(c) for c in sorted(self.broker))
+
+
+def producer_cores(settings: Settings) -> Cores | None:
+    """The last CPU for the producers, the others for the local broker; None (and why)
+    when there is one CPU or the broker is not a process of this machine."""
+    cpus = sorted(os.sched_getaffinity(0))
+    ports = {
+        int(port)
+        for host, _, port in (a.rpartition(":") for a in settings.bootstrap_servers.split(","))
+        if host in ("127.0.0.1", "localhost", "[::1]")
+    }
+    pids = tuple(
+        sorted(
+            {
+                conn.pid
+                for conn in psutil.net_connections(kind="tcp")
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports and conn.pid
+            }
+        )
+    )
+    if len(cpus) < 2 or not pids:
+        why = "one CPU" if len(cpus) < 2 else "no local process listens on the bootstrap ports"
+        print(f"  not pinning ({why}): the figures share the CPUs with the broker")
+        return None
+    return Cores(producer=cpus[-1], broker=frozenset(cpus[:-1]), broker_pids=pids)
+
+
+@contextmanager
+def broker_kept_off(cores: Cores | None) -> Iterator[None]:
+    """Every thread of the broker's processes on the broker's CPUs; put back afterwards."""
+    before: dict[int, set[int]] = {}
+    if cores:
+        for pid in cores.broker_pids:
+            for thread in psutil.Process(pid).threads():
+                with suppress(OSError):  # a thread that ended meanwhile
+                    before[thread.id] = os.sched_getaffinity(thread.id)
+                    os.sched_setaffinity(thread.id, cores.broker)
+    try:
+        yield
+    finally:
+        for tid, cpus in before.items():
+            with suppress(OSError):
+                os.sched_setaffinity(tid, cpus)
+
+
+@contextmanager
+def on_cpu(cores: Cores | None) -> Iterator[None]:
+    """This thread, and the threads and processes it starts meanwhile, on the producers' CPU."""
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cores.producer})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 # --- the two producers --------------------------------------------------------------------
 
 
@@ -170,26 +264,48 @@ def java_command(
 
 
 def run_java(
-    settings: Settings, libs: Path, topic_name: str, events: int, record_size: int
+    settings: Settings,
+    libs: Path,
+    topic_name: str,
+    events: int,
+    record_size: int,
+    cores: Cores | None = None,
 ) -> Figure:
     command = java_command(settings, libs, topic_name, events, record_size)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    children_cpu = _children_cpu_s()
+    with on_cpu(cores):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    cpu_us = (_children_cpu_s() - children_cpu) / events * 1e6
     matches = _JAVA_SUMMARY.findall(done.stdout)
     if done.returncode != 0 or not matches:
         raise SystemExit(f"ProducerPerformance failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     sent, per_s, mb_per_s = matches[-1]
-    return Figure("Java ProducerPerformance", float(per_s), float(mb_per_s), f"{int(sent):,} sent")
-
-
-def run_python(settings: Settings, topic_name: str, events: int, record_size: int) -> Figure:
-    summary = produce_payments(
-        settings, rate=0, count=events, duration=None, seed=1, topic=topic_name
+    return Figure(
+        "Java ProducerPerformance", float(per_s), float(mb_per_s), cpu_us, f"{int(sent):,} sent"
     )
+
+
+def run_python(
+    settings: Settings, topic_name: str, events: int, record_size: int, cores: Cores | None = None
+) -> Figure:
+    cpu = time.process_time()
+    with on_cpu(cores):  # librdkafka's threads start in here: they stay on that CPU too
+        summary = produce_payments(
+            settings, rate=0, count=events, duration=None, seed=1, topic=topic_name
+        )
     if not summary.ok or summary.sent != events:
         raise SystemExit(f"the Python producer did not deliver everything: {summary.line()}")
     # Values only, as the Java tool counts.
     mb_per_s = summary.events_per_s * record_size / 1_048_576
-    return Figure("Python produce_payments (generation included)", summary.events_per_s, mb_per_s)
+    cpu_us = (time.process_time() - cpu) / events * 1e6
+    return Figure(
+        "Python produce_payments (generation included)", summary.events_per_s, mb_per_s, cpu_us
+    )
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- results --------------------------------------------------------------------------------
@@ -203,11 +319,19 @@ def append_results(
     ours: Figure,
     ratio: float,
     libs: Path,
+    cores: Cores | None,
 ) -> None:
     props = " ".join(f"{k}={v}" for k, v in shared_props().items())
     command = (
         f"RIVERBED_KAFKA_BOOTSTRAP={settings.bootstrap_servers} .venv/bin/python -m "
         f"bench.producer_bench --events {args.events} --rounds {args.rounds} --kafka-libs {libs}"
+        + ("" if args.pin else " --no-pin")
+    )
+    placement = (
+        f"each producer alone on CPU {cores.producer}, the broker's processes on CPUs "
+        f"{cores.broker_list} (both producers get the same one core)"
+        if cores
+        else "not pinned: the producers share the CPUs with the broker"
     )
     section = f"""
 ## Producer: Python with generation vs Kafka's ProducerPerformance ({_now()})
@@ -219,11 +343,12 @@ Python {platform.python_version()}, confluent-kafka {confluent_kafka.__version__
 (the mean of our encoded transactions), keys over {settings.producer_cards:,} cards; \
 a fresh topic of {topic(PAYMENTS_TRANSACTIONS).partitions} partitions per run
 - producer settings on both sides: {props}
+- CPUs: {placement}
 
-| producer | events/s | MB/s |
-|---|---:|---:|
-| {java.name} | {java.events_per_s:,.0f} | {java.mb_per_s:.1f} |
-| {ours.name} | {ours.events_per_s:,.0f} | {ours.mb_per_s:.1f} |
+| producer | events/s | MB/s | CPU µs per event |
+|---|---:|---:|---:|
+| {java.name} | {java.events_per_s:,.0f} | {java.mb_per_s:.1f} | {java.cpu_us_per_event:.1f} |
+| {ours.name} | {ours.events_per_s:,.0f} | {ours.mb_per_s:.1f} | {ours.cpu_us_per_event:.1f} |
 
 Ratio Python / Java: **{ratio:.2f}** (goal >= 0.8).
 
@@ -234,6 +359,13 @@ Reproduce: `{command}`
     with RESULTS.open("a", encoding="utf-8") as f:
         f.write(section)
     print(f"appended to {RESULTS}")
+
+
+def _line(figure: Figure) -> str:
+    return (
+        f"{figure.name}: {figure.events_per_s:,.0f} events/s, "
+        f"{figure.cpu_us_per_event:.1f} CPU µs per event"
+    )
 
 
 def _now() -> str:

@@ -30,6 +30,7 @@ between currencies: the fraud rules compare a card's amounts with each other.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 import time
@@ -106,7 +107,7 @@ class PaymentsGenerator:
         # exactly for the same seed and start (a reproduced run).
         id_rng = random.Random(f"{seed}:{round(start * 1000)}")
         self._id_prefix = f"tx-{id_rng.getrandbits(40):010x}-"
-        self._next_txn = 0
+        self._transaction_ids = _transaction_ids(self._id_prefix)
         self._next_pattern = 0
         self._seq = 0  # tie-breaker that keeps heap order deterministic
         n_cards = config.cards
@@ -123,8 +124,7 @@ class PaymentsGenerator:
         self._draw = _DrawTable.for_config(config, self._kinds)
         self._prepare_fragments()
         self._hour_weights = self._hourly_city_weights()
-        self._second = -1
-        self._second_text = ""
+        self._event = self._event_builder()
 
     # -- public ------------------------------------------------------------------------
 
@@ -149,7 +149,8 @@ class PaymentsGenerator:
         rng = self._rng
         rand = rng.random
         getrandbits = rng.getrandbits
-        log = math.log
+        log1p = math.log1p
+        floor = math.floor
         rate = self._rate
         wall = self._wall_clock
         scheduled = self._scheduled
@@ -162,18 +163,23 @@ class PaymentsGenerator:
             draw.normal + draw.invalid + draw.resend + draw.pattern,
         )
         total = p_pattern + draw.late
-        new_normal = self._new_normal_event
+        cooling, reserved = self._cooling, self._reserved
+        available, rested_card, unrested = self._available, self._rested_card, self._unrested_card
+        cooling_append, cooling_popleft = cooling.append, cooling.popleft
+        card_gap = self._card_gap
+        city_merchants, card_city = self._city_merchants, self._card_city
+        merchant_amounts, make_event = self._merchant_amounts, self._event
         recent = self._recent
         release = self._release_cards
-        cooling, reserved = self._cooling, self._reserved
         late_pending = self._late_pending
         clock = self._clock
         while True:
-            clock -= log(1.0 - rand()) / rate  # random.expovariate(rate), without the call
+            before = clock
+            clock -= log1p(-rand()) / rate  # random.expovariate(rate), without the call
             if wall is not None:
                 now = wall()
                 if clock > now or clock < now - _MAX_WALL_LAG_S:
-                    clock = max(now, self._clock)
+                    clock = now if now > before else before  # never backwards
             self._clock = clock
             if (cooling and cooling[0][0] <= clock) or (reserved and reserved[0][0] <= clock):
                 release(clock)
@@ -185,8 +191,18 @@ class PaymentsGenerator:
                 continue
             while True:  # draw until something is emitted at this slot
                 u = rand() * total
-                if u < p_normal:
-                    event = new_normal(clock)
+                if u < p_normal:  # _new_normal_event and _take_card, inlined
+                    if available:
+                        card = rested_card(clock)
+                    elif cooling:  # unthrottled: no card has rested
+                        card = cooling_popleft()[1]
+                    else:
+                        card = unrested()
+                    cooling_append((clock + card_gap, card))
+                    choices = city_merchants[card_city[card]]
+                    merchant = choices[floor(rand() * len(choices))]
+                    cents = merchant_amounts[merchant][getrandbits(AMOUNT_TABLE_BITS)]
+                    event = make_event(card, merchant, cents, clock, None, None)
                     recent.append(event)
                     yield event
                     break
@@ -205,43 +221,53 @@ class PaymentsGenerator:
     def _new_normal_event(self, t: float) -> GeneratedEvent:
         card = self._take_card(t)
         choices = self._city_merchants[self._card_city[card]]
-        merchant = choices[int(self._rng.random() * len(choices))]
+        merchant = choices[math.floor(self._rng.random() * len(choices))]
         cents = self._merchant_amounts[merchant][self._rng.getrandbits(AMOUNT_TABLE_BITS)]
         return self._event(card, merchant, cents, t, None, None)
 
-    def _event(
+    def _event_builder(
         self,
-        card: int,
-        merchant: int,
-        cents: int,
-        t: float,
-        fraud_kind: str | None,
-        pattern_id: int | None,
-    ) -> GeneratedEvent:
-        """Build the wire bytes from precomputed fragments; count the amount for the card."""
-        self._card_sum[card] += cents
-        self._card_n[card] += 1
-        txn_id = f"{self._id_prefix}{self._next_txn:x}"
-        self._next_txn += 1
-        sec = int(t)
-        if sec != self._second:
-            self._second = sec
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
-        amount = AMOUNT_TEXT[cents] if cents < AMOUNT_TEXT_LEN else amount_text(cents)
-        value = (
-            f'{{"transaction_id":"{txn_id}{self._card_fragment[card]}'
-            f"{self._merchant_head[merchant]}{amount}{self._merchant_tail[merchant]}"
-            f"{self._second_text}{MILLIS_END[int((t - sec) * 1000)]}"
-        ).encode()
-        return GeneratedEvent(
-            self._card_keys[card],
-            value,
-            txn_id,
-            self._card_ids[card],
-            t,
-            fraud_kind,
-            pattern_id,
-        )
+    ) -> Callable[[int, int, int, float, str | None, int | None], GeneratedEvent]:
+        """``event(card, merchant, cents, t, fraud_kind, pattern_id)``: the wire bytes from
+        precomputed fragments, the amount counted for the card.
+
+        A closure rather than a method: every name it reads is a local cell, not an
+        attribute of ``self``, which is a visible share of an event's cost.
+        """
+        card_sum, card_n = self._card_sum, self._card_n
+        card_fragment, card_keys, card_ids = self._card_fragment, self._card_keys, self._card_ids
+        merchant_head, merchant_tail = self._merchant_head, self._merchant_tail
+        next_id = self._transaction_ids.__next__
+        strftime, gmtime, floor = time.strftime, time.gmtime, math.floor
+        second, second_text = -1, ""
+
+        def event(
+            card: int,
+            merchant: int,
+            cents: int,
+            t: float,
+            fraud_kind: str | None,
+            pattern_id: int | None,
+        ) -> GeneratedEvent:
+            nonlocal second, second_text
+            card_sum[card] += cents
+            card_n[card] += 1
+            txn_id = next_id()
+            sec = floor(t)
+            if sec != second:
+                second = sec
+                second_text = strftime("%Y-%m-%dT%H:%M:%S.", gmtime(sec))
+            amount = AMOUNT_TEXT[cents] if cents < AMOUNT_TEXT_LEN else amount_text(cents)
+            value = (
+                f'{{"transaction_id":"{txn_id}{card_fragment[card]}'
+                f"{merchant_head[merchant]}{amount}{merchant_tail[merchant]}"
+                f"{second_text}{MILLIS_END[floor((t - sec) * 1000)]}"
+            ).encode()
+            return GeneratedEvent(
+                card_keys[card], value, txn_id, card_ids[card], t, fraud_kind, pattern_id
+            )
+
+        return event
 
     # -- cards ------------------------------------------------------------------------
 
@@ -249,23 +275,26 @@ class PaymentsGenerator:
         """A random card that has rested for the card gap, favouring cities awake at ``t``.
 
         Cards rest in ``_cooling`` (a deque ordered by ready time, because every
-        normal use adds the same gap) and come back to ``_available``.
+        normal use adds the same gap) and come back to ``_available``. ``_events``
+        inlines this for normal events.
         """
+        card = self._rested_card(t) if self._available else self._unrested_card()
+        self._cooling.append((t + self._card_gap, card))
+        return card
+
+    def _rested_card(self, t: float) -> int:
         available = self._available
         rand = self._rng.random
-        if available:
-            weights = self._hour_weights[int(t // 3600) % 24]
-            city_of = self._card_city
-            for _ in range(_NIGHT_RETRIES):
-                i = int(rand() * len(available))
-                if rand() < weights[city_of[available[i]]]:
-                    break
-            card = available[i]
-            available[i] = available[-1]
-            available.pop()
-        else:
-            card = self._unrested_card()
-        self._cooling.append((t + self._card_gap, card))
+        floor = math.floor
+        weights = self._hour_weights[floor(t // 3600) % 24]
+        city_of = self._card_city
+        for _ in range(_NIGHT_RETRIES):
+            i = floor(rand() * len(available))
+            if rand() < weights[city_of[available[i]]]:
+                break
+        card = available[i]
+        available[i] = available[-1]
+        available.pop()
         return card
 
     def _reserve_card(self) -> int:
@@ -484,6 +513,23 @@ class PaymentsGenerator:
             )
             for utc_hour in range(24)
         )
+
+
+_ID_BLOCK_BITS: Final = 12
+_ID_LOW_DIGITS: Final = tuple(f"{low:03x}" for low in range(1 << _ID_BLOCK_BITS))
+
+
+def _transaction_ids(prefix: str) -> Iterator[str]:
+    """``prefix`` + a hex serial (``000``, ``001``, ..., ``fff``, ``1000``, ...).
+
+    Built by C iterators from precomputed low digits: formatting the serial in an
+    f-string was about a tenth of an event's instructions (valgrind, bench/RESULTS.md).
+    """
+
+    def block(high: int) -> Iterator[str]:
+        return map(f"{prefix}{high:x}".__add__ if high else prefix.__add__, _ID_LOW_DIGITS)
+
+    return itertools.chain.from_iterable(map(block, itertools.count()))
 
 
 class _Pattern:

@@ -93,6 +93,15 @@ def test_transaction_ids_do_not_repeat_across_runs() -> None:
     assert not ids(1, START) & ids(1, START + 60)
 
 
+def test_transaction_ids_are_unique_within_a_run_past_the_id_blocks() -> None:
+    # Ids are built from blocks of 4,096 precomputed serials: cross two block edges.
+    events = first(10_000, PaymentsGenerator(HIGH_SHARES, seed=7, start=START, rate=RATE))
+    originals = [e.transaction_id for e in events if not e.resent]
+    assert len(originals) > 8_192
+    assert len(set(originals)) == len(originals)
+    assert {e.transaction_id for e in events if e.resent} <= set(originals)
+
+
 # --- the contract ---------------------------------------------------------------------------
 
 
