@@ -91,6 +91,7 @@ class PartitionProcessor:
         # busy flow, so attribute lookups are hoisted and rare work lives in methods.
         cfg = self.config
         counts = Counts()
+        txns = TxnColumns()
         alerts: list[AlertRecord] = []
         dlq: list[DlqRecord] = []
         cards = self.cards
@@ -100,8 +101,20 @@ class PartitionProcessor:
             self._read_profiles(batch.table)
         profiles = self.profiles
         pending = self.pending_profiles
-        rows: list[tuple] = []
-        add_row = rows.append
+        add_id = txns.transaction_id.append
+        add_card = txns.card_id.append
+        add_merchant = txns.merchant_id.append
+        add_mcc = txns.mcc.append
+        add_currency = txns.currency.append
+        add_country = txns.country.append
+        add_lat = txns.lat.append
+        add_lon = txns.lon.append
+        add_channel = txns.channel.append
+        add_cents = txns.amount_cents.append
+        add_event = txns.event_us.append
+        add_late = txns.late.append
+        add_offset = txns.offset.append
+        add_produced = txns.produced_ms.append
         validate = Validator(decode_transaction_at, counts, dlq)
 
         # The partition's newest event time and watermark, as locals: read for every
@@ -135,26 +148,21 @@ class PartitionProcessor:
                 if newest is None or event_us > newest:
                     windows.observe(event_us)
                     newest, wm = event_us, windows.watermark_us
-            add_row(
-                (
-                    txn.transaction_id,
-                    card_id,
-                    txn.merchant_id,
-                    txn.mcc,
-                    cents,
-                    txn.currency,
-                    txn.country,
-                    txn.lat,
-                    txn.lon,
-                    txn.channel,
-                    event_us,
-                    late,
-                    offset,
-                    ts_ms,
-                )
-            )  # in TxnColumns' field order
+            add_id(txn.transaction_id)
+            add_card(card_id)
+            add_merchant(txn.merchant_id)
+            add_mcc(txn.mcc)
+            add_currency(txn.currency)
+            add_country(txn.country)
+            add_lat(txn.lat)
+            add_lon(txn.lon)
+            add_channel(txn.channel)
+            add_cents(cents)
+            add_event(event_us)
+            add_late(late)
+            add_offset(offset)
+            add_produced(ts_ms)
 
-        txns = TxnColumns.from_rows(rows)
         counts.processed = len(batch.records)
         counts.valid = len(txns)
         self._sweep_cards()

@@ -54,12 +54,6 @@ class TxnColumns:
     # not a lake column.
     produced_ms: list[int] = field(default_factory=list)
 
-    @classmethod
-    def from_rows(cls, rows: list[tuple]) -> TxnColumns:
-        """Columns from rows in the order of the fields: the processor appends one tuple
-        per transaction (one call, not fourteen) and transposes a batch at once, in C."""
-        return cls(*map(list, zip(*rows, strict=True))) if rows else cls()
-
     def __len__(self) -> int:
         return len(self.offset)
 
