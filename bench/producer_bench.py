@@ -14,11 +14,10 @@ every transaction it sends. The goal (issue 12): ours >= 0.8x the baseline's eve
 By default (``--pin``, on a machine of two or more CPUs with the broker on it) each
 producer runs alone on the last CPU and the broker's processes on the others, for
 the bench's duration (their affinity is put back afterwards). Unpinned, on two cores,
-a producer's figure mostly measures how the scheduler shares a core between it and
-a busy broker: the same code measured 0.50-0.79 of the Java tool within one hour,
-with the Java figure itself moving between 91,000 and 185,000 events/s. Pinned,
-both get the same one core and the broker never takes it from them. ``--no-pin``
-measures the shared way.
+the Java tool spreads over both (its sender thread beside the broker) and its figure
+swings with what the broker leaves it: 81,000-185,000 events/s within one hour on
+2026-12-01. Pinned, both producers get the same one core and the broker never takes
+it from them. ``--no-pin`` measures the shared way.
 
 Prints both figures and their ratio, and beside each the CPU time its process used
 per event (all its threads: the Java tool's sender, librdkafka's), and appends a
