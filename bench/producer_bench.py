@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,6 +49,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from producers.kafka_loop import PRODUCER_DEFAULTS
 from producers.payments import GeneratorConfig, PaymentsGenerator, produce_payments
+from riverbed.broker import listening_pids
 from riverbed.kafka_admin import cluster_size, declared_configs, declared_replication
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS, topic
@@ -174,7 +175,7 @@ def bench_topics(settings: Settings, names: list[str]) -> Iterator[list[str]]:
 class Cores:
     producer: int
     broker: frozenset[int]
-    broker_pids: tuple[int, ...] = field(default=())
+    broker_pids: tuple[int, ...]
 
     @property
     def broker_list(self) -> str:
@@ -190,15 +191,7 @@ def producer_cores(settings: Settings) -> Cores | None:
         for host, _, port in (a.rpartition(":") for a in settings.bootstrap_servers.split(","))
         if host in ("127.0.0.1", "localhost", "[::1]")
     }
-    pids = tuple(
-        sorted(
-            {
-                conn.pid
-                for conn in psutil.net_connections(kind="tcp")
-                if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports and conn.pid
-            }
-        )
-    )
+    pids = tuple(listening_pids(ports))
     if len(cpus) < 2 or not pids:
         why = "one CPU" if len(cpus) < 2 else "no local process listens on the bootstrap ports"
         print(f"  not pinning ({why}): the figures share the CPUs with the broker")

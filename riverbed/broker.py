@@ -43,7 +43,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -778,16 +778,29 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def listening_pids(ports: Collection[int]) -> list[int]:
+    """The processes listening on any of ``ports``, as far as this user may see."""
+    with contextlib.suppress(psutil.AccessDenied):
+        return sorted(
+            {
+                conn.pid
+                for conn in psutil.net_connections(kind="tcp")
+                if conn.status == psutil.CONN_LISTEN
+                and conn.laddr
+                and conn.laddr.port in ports
+                and conn.pid is not None
+            }
+        )
+    return []
+
+
 def port_holder(port: int) -> str:
     """Who listens on ``port``, as far as this user may see."""
     with contextlib.suppress(psutil.AccessDenied, psutil.NoSuchProcess):
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                if conn.pid is None:
-                    break
-                process = psutil.Process(conn.pid)
-                command = " ".join(" ".join(process.cmdline()).split()) or process.name()
-                return f"pid {conn.pid} ({command[:100]})"
+        for pid in listening_pids([port]):
+            process = psutil.Process(pid)
+            command = " ".join(" ".join(process.cmdline()).split()) or process.name()
+            return f"pid {pid} ({command[:100]})"
     return "another process"
 
 

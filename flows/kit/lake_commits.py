@@ -122,19 +122,20 @@ class LakeCommitter:
         # The workers of a process share the committer: one of them at a time takes a
         # flush, after the one running behind.
         self._gate = threading.Lock()
-        # Its key in ``_shared`` if :meth:`shared` made it (``release`` takes it out).
-        self._shared_key: tuple[str, str, str] | None = None
 
     @classmethod
     def shared(cls, lake_dir: Path, topic: str, datasets: StreamDatasets) -> LakeCommitter:
         """The process's committer for ``topic`` into ``lake_dir`` (created on first use)."""
-        key = (str(Path(lake_dir).resolve()), topic, datasets.domain)
+        key = cls._shared_key(lake_dir, topic, datasets)
         with cls._shared_lock:
             committer = cls._shared.get(key)
             if committer is None:
                 committer = cls._shared[key] = cls(lake_dir, topic, datasets)
-                committer._shared_key = key
             return committer
+
+    @staticmethod
+    def _shared_key(lake_dir: Path, topic: str, datasets: StreamDatasets) -> tuple[str, str, str]:
+        return (str(Path(lake_dir).resolve()), topic, datasets.domain)
 
     def claim(
         self,
@@ -185,9 +186,10 @@ class LakeCommitter:
             self._progress.pop(partition, None)
             if self._commit_kafka:
                 return
+        key = self._shared_key(self.lake_dir, self.topic, self.datasets)
         with self._shared_lock:
-            if self._shared_key is not None and self._shared.get(self._shared_key) is self:
-                del self._shared[self._shared_key]
+            if self._shared.get(key) is self:  # not so for one made without shared()
+                del self._shared[key]
 
     def hold_kafka(self) -> None:
         """Abort every partition's open Kafka transaction, keeping its records: the lake
