@@ -15,7 +15,15 @@ import pytest
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_ALERTS, PAYMENTS_DLQ
 from tests.support.faults import Supervised
-from tests.support.flow_harness import drained, generate, produce, query, read_topic, scan
+from tests.support.flow_harness import (
+    drained,
+    generate,
+    produce,
+    query,
+    read_topic,
+    scan,
+    yesterday_at,
+)
 from tests.support.monitoring import check_metrics, exposition, scrape_target, total
 
 pytestmark = pytest.mark.kafka
@@ -45,7 +53,9 @@ def test_counters_never_count_a_replayed_batch_twice(
         }
     )
     began = time.monotonic()
-    events = generate(6000, seed=21)
+    # At noon UTC the second half completes six fraud patterns (fraud.FraudRules over
+    # the events in order); at some hours it completes none.
+    events = generate(6000, seed=21, start=yesterday_at(12))
     flow = Supervised(settings, tmp_path / "flow.log").start()
     try:
         produce(settings, events[:3000], seconds=6)

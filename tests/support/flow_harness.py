@@ -47,10 +47,22 @@ Record = tuple[int, int, bytes | None, bytes | None, int]
 # -- input ------------------------------------------------------------------------------
 
 
+def yesterday_at(hour: int) -> float:
+    """Yesterday at ``hour``:00 UTC, as a generator start.
+
+    The generator picks each event's city by the UTC hour of its event time (a
+    city is busy in its local daytime), so which fraud patterns complete within a
+    few thousand events depends on the hour. A test whose oracle needs alerts in a
+    short run starts at a fixed hour: the same events whenever it runs.
+    """
+    return (time.time() // 86_400 - 1) * 86_400 + hour * 3_600
+
+
 def generate(
     n: int, seed: int, *, rate: float = EVENT_RATE, start: float | None = None
 ) -> list[GeneratedEvent]:
-    """``n`` generated events; by default all event times in the past (none is "future")."""
+    """``n`` generated events; by default all event times in the past (none is "future"),
+    the last about two minutes ago."""
     if start is None:
         start = time.time() - n / rate - 120
     generator = PaymentsGenerator(GeneratorConfig(), seed=seed, start=start, rate=rate)
