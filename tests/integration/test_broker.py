@@ -1,9 +1,11 @@
 """The local Kafka cluster, one node of it, for real: fetch, start, produce, restart,
 consume, stop (tests/integration/test_cluster.py runs three nodes).
 
-Each test gets a RIVERBED_HOME of its own and free ports (``free_port_range``: client,
-controller and metrics), so it never meets the session broker of tests/conftest.py nor
-a developer's ``make run``. The jars are the session's (``kafka_dist`` in tests/conftest.py).
+Each test that starts a broker gets a RIVERBED_HOME of its own and free ports
+(``free_port_range``: client, controller and metrics), so it never meets the session
+broker of tests/conftest.py nor a developer's ``make run``; the external-cluster test
+uses the session broker as the cluster someone else runs. The jars are the session's
+(``kafka_dist`` in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -176,19 +178,19 @@ def test_a_broker_dying_at_start_shows_its_log(
 
 
 def test_an_external_cluster_is_used_not_started_or_stopped(
-    broker: LocalCluster, tmp_path: Path
+    broker_settings: Settings, tmp_path: Path
 ) -> None:
-    # The "external" cluster is this test's own local broker, seen from another home.
-    broker.start()
-    external = LocalCluster(
-        load_settings(home=tmp_path / "other", kafka_bootstrap=broker.settings.bootstrap_servers)
-    )
+    # The "external" cluster is the session's running broker, seen from another home
+    # (a broker of this test's own would cost a start and a stop and show nothing more).
+    bootstrap = broker_settings.bootstrap_servers
+    external = LocalCluster(load_settings(home=tmp_path / "other", kafka_bootstrap=bootstrap))
     started = external.start()
-    assert started.message.startswith(f"external cluster at {broker.settings.bootstrap_servers}")
+    assert started.message.startswith(f"external cluster at {bootstrap}")
     assert "no local broker started" in started.message
     assert started.running and started.pids == {}
     assert "no local broker to stop" in external.stop().message
-    assert broker.status().running
+    with Consumer({**broker_settings.kafka_client_config(), "group.id": "test.external"}) as c:
+        assert c.list_topics(timeout=30).brokers, "the external cluster stopped answering"
     assert not (tmp_path / "other").exists()
 
 

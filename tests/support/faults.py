@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -33,7 +34,14 @@ from riverbed import processes
 from riverbed.broker import LocalCluster
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS
-from tests.support.flow_harness import query, scan, start_flow, stop_flow
+from tests.support.flow_harness import (
+    lake_offsets,
+    query,
+    read_topic,
+    scan,
+    start_flow,
+    stop_flow,
+)
 from tests.support.topic_reader import valid_transaction_id
 
 
@@ -45,6 +53,7 @@ class Delivery:
     sent_at: float  # time.monotonic()
     done_at: float
     error: KafkaError | None
+    offset: int = -1  # where the delivery report says it was written
 
 
 @dataclass
@@ -103,7 +112,15 @@ class RecordingProducer:
                 ts: int = timestamp_ms,
             ) -> None:
                 self.deliveries.append(
-                    Delivery(msg.value(), msg.partition(), ts, sent_at, time.monotonic(), err)
+                    Delivery(
+                        msg.value(),
+                        msg.partition(),
+                        ts,
+                        sent_at,
+                        time.monotonic(),
+                        err,
+                        msg.offset(),
+                    )
                 )
 
             produce_when_room(
@@ -175,12 +192,43 @@ def check_lake_against(settings: Settings, producer: RecordingProducer) -> int:
     stored = {txn for txn, _ in rows}
     acknowledged = valid_ids(producer.acknowledged)
     missing = acknowledged - stored
-    assert not missing, f"{len(missing)} acknowledged transactions are not in the lake"
+    assert not missing, (
+        f"{len(missing)} acknowledged transactions are not in the lake: "
+        f"{where_in_topic(settings, missing, producer.acknowledged)}; the lake's next offsets "
+        f"{lake_offsets(settings)}; by the lake's offsets, {lake_rows_by_partition(settings)}"
+    )
     # A failed delivery may still have been written (a timeout after the write): those
     # may be there; nothing else may.
     sent = acknowledged | valid_ids(producer.failed)
     assert stored <= sent, f"{len(stored - sent)} transactions in the lake were never sent"
     return len(stored)
+
+
+def where_in_topic(settings: Settings, transaction_ids: set[str], acked: list[Delivery]) -> str:
+    """Where the producer was told these transactions were written and where the topic
+    holds them (partition:offset), for a failure message: a loss in Kafka and a loss in
+    the flow look alike from the lake."""
+    told = {valid_transaction_id(d.value, d.timestamp_ms): d for d in acked}
+    found: dict[str, list[str]] = {t: [] for t in transaction_ids}
+    for msg in read_topic(settings, PAYMENTS_TRANSACTIONS):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            txn = json.loads(msg.value()).get("transaction_id")
+            if txn in found:
+                found[txn].append(f"{msg.partition()}:{msg.offset()}")
+    return ", ".join(
+        f"{t} (acknowledged at {told[t].partition}:{told[t].offset}) "
+        f"in the topic at {','.join(at) or 'nowhere'}"
+        for t, at in sorted(found.items())[:10]
+    )
+
+
+def lake_rows_by_partition(settings: Settings) -> dict[int, tuple[int, int, int]]:
+    """Per partition: rows, lowest and highest offset in the lake's transactions."""
+    rows = query(
+        f"select _partition, count(*), min(_offset), max(_offset) "
+        f"from {scan(settings, 'transactions')} group by 1 order by 1"
+    )
+    return {p: (n, lo, hi) for p, n, lo, hi in rows}
 
 
 # What a flow that stops on its own says about why, when the reason is one it was built
