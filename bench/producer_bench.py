@@ -7,7 +7,9 @@ broker), each into a fresh topic of its own with the partitions of
 ``payments.transactions``, with the same producer settings (acks=all,
 idempotence, linger.ms, batch.size, compression) and records of the same size
 (the mean size of our encoded transactions), keyed over as many keys as there
-are cards. The baseline is ``org.apache.kafka.tools.ProducerPerformance``
+are cards. Ours also keeps one request in flight per broker (PRODUCER_DEFAULTS says
+why: librdkafka lost an acknowledged event with five); the Java client keeps its
+default of five. The baseline is ``org.apache.kafka.tools.ProducerPerformance``
 (kafka-producer-perf-test) sending pre-made random payloads; ours generates
 every transaction it sends. The goal (issue 12): ours >= 0.8x the baseline's events/s.
 
