@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -53,7 +52,7 @@ class Delivery:
     sent_at: float  # time.monotonic()
     done_at: float
     error: KafkaError | None
-    offset: int = -1  # where the delivery report says it was written
+    offset: int | None  # where the delivery report says it was written (None: not said)
 
 
 @dataclass
@@ -211,10 +210,10 @@ def where_in_topic(settings: Settings, transaction_ids: set[str], acked: list[De
     told = {valid_transaction_id(d.value, d.timestamp_ms): d for d in acked}
     found: dict[str, list[str]] = {t: [] for t in transaction_ids}
     for msg in read_topic(settings, PAYMENTS_TRANSACTIONS):
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            txn = json.loads(msg.value()).get("transaction_id")
-            if txn in found:
-                found[txn].append(f"{msg.partition()}:{msg.offset()}")
+        # Only valid events can be among the missing (they are acknowledged valid ones).
+        txn = valid_transaction_id(msg.value(), msg.timestamp()[1])
+        if txn in found:
+            found[txn].append(f"{msg.partition()}:{msg.offset()}")
     return ", ".join(
         f"{t} (acknowledged at {told[t].partition}:{told[t].offset}) "
         f"in the topic at {','.join(at) or 'nowhere'}"
