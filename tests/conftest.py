@@ -102,6 +102,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return FileOrClusterScheduling(config, log)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[object]:
+    """A failed test on the three-node cluster or the whole platform reports the state
+    they were in when it failed (tests/support/diagnosis.py): CI shows only the report."""
+    report = yield
+    if report.when == "call" and report.failed:  # type: ignore[attr-defined]
+        from tests.support import diagnosis
+
+        found = getattr(item, "funcargs", {})
+        if "cluster" in found:
+            text = diagnosis.cluster_report(found["cluster"])
+            report.sections.append(("the three-node cluster when the test failed", text))  # type: ignore[attr-defined]
+        if "platform" in found:
+            text = diagnosis.platform_report(found["platform"])
+            report.sections.append(("the platform when the test failed", text))  # type: ignore[attr-defined]
+    return report
+
+
 def _fixtures(item: pytest.Item) -> list[str]:
     return list(getattr(item, "fixturenames", ()))
 

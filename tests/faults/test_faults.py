@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -32,6 +33,7 @@ from tests.support.faults import (
     check_lake_against,
     fill_disk,
     kill_nodes,
+    stop_producing,
     tmpfs,
 )
 from tests.support.flow_harness import (
@@ -46,10 +48,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.fault]
 
 
 @pytest.fixture
-def fault_settings(cluster: LocalCluster, tmp_path: Path) -> Settings:
-    """The cluster's topics, empty; a home and a consumer group of this test's own."""
+def fault_settings(cluster: LocalCluster, tmp_path: Path) -> Iterator[Settings]:
+    """The cluster's topics, empty; a home and a consumer group of this test's own. No
+    producer the test started outlives it."""
     recreate_topics(cluster.settings)
-    return load_settings(
+    yield load_settings(
         kafka_bootstrap=cluster.settings.bootstrap_servers,
         kafka_dist=cluster.settings.kafka_dist,
         home=tmp_path / "riverbed",
@@ -58,6 +61,7 @@ def fault_settings(cluster: LocalCluster, tmp_path: Path) -> Settings:
         snapshot_interval_s=1,
         log_level="INFO",
     )
+    stop_producing()
 
 
 def test_kill_9_of_the_busiest_leader_loses_and_duplicates_nothing(
@@ -201,9 +205,11 @@ def test_losing_two_of_three_brokers_stops_writes_and_loses_nothing(
         assert not health.healthy and health.quorum_error is not None, health.report()
         cluster.start()
         back = time.monotonic()
+        # About 20 s here, also with two busy loops taking the cores; a bound, not a
+        # speed target.
         flow.run_until(
             lambda: any(d.sent_at >= back for d in producer.acknowledged),
-            60,
+            120,
             "writes to succeed again",
         )
         producer.stop()

@@ -72,6 +72,7 @@ class RecordingProducer:
     def start(self) -> RecordingProducer:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        _STARTED.append(self)
         return self
 
     def stop(self, flush_timeout: float = 180.0) -> None:
@@ -162,6 +163,19 @@ class RecordingProducer:
                 first.setdefault(d.partition, d.done_at)
         assert first, "no message sent after the fault was acknowledged"
         return max(first.values()) - after
+
+
+# Every RecordingProducer started, until stop_producing() stops it.
+_STARTED: list[RecordingProducer] = []
+
+
+def stop_producing() -> None:
+    """Stop every RecordingProducer a test started from sending more, without waiting for
+    its deliveries: a test that failed before its own ``producer.stop()`` must not leave
+    a thread writing into the next test's topics (it keeps that test from ever seeing
+    the flow catch up)."""
+    while _STARTED:
+        _STARTED.pop()._stop.set()
 
 
 def valid_ids(deliveries: list[Delivery]) -> set[str]:
@@ -273,7 +287,9 @@ class Supervised:
                 assert self.restarts <= 5, f"the flow kept stopping:\n{text[-3000:]}"
                 self._mark = len(text)
                 self.start()
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            if time.monotonic() > deadline:
+                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-15:])
+                raise AssertionError(f"timed out waiting for {what}; the flow's log ends:\n{tail}")
             time.sleep(0.5)
 
     def unclear_exits(self) -> list[str]:
