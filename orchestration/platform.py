@@ -213,6 +213,15 @@ class FirstBuild:
             self.since = None
 
 
+def start_dagster(settings: Settings) -> Child:
+    """``dagster dev`` (web UI, daemon, code server) on ``settings.dagster_port``, with its
+    home under ``RIVERBED_HOME``; :func:`wait_for_dagster` waits until it answers."""
+    write_dagster_home(settings)
+    argv = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(REPO / "workspace.yaml")]
+    argv += ["-h", "127.0.0.1", "-p", str(settings.dagster_port)]
+    return spawn("dagster", argv, settings)
+
+
 def wait_for_dagster(settings: Settings, child: Child, timeout: float = 180.0) -> None:
     url = f"http://127.0.0.1:{settings.dagster_port}/server_info"
     deadline = time.monotonic() + timeout
@@ -352,21 +361,7 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
     children: list[Child] = []
     try:
         children += start_monitoring(settings)
-        write_dagster_home(settings)
-        dagster = spawn(
-            "dagster",
-            [
-                str(Path(sys.executable).parent / "dagster"),
-                "dev",
-                "-w",
-                str(REPO / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(settings.dagster_port),
-            ],
-            settings,
-        )
+        dagster = start_dagster(settings)
         children.append(dagster)
         wait_for_dagster(settings, dagster)
         say(f"Dagster UI: http://127.0.0.1:{settings.dagster_port} (sensors and schedules on)")

@@ -205,10 +205,15 @@ def kafka_settings(broker_settings: Settings, tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def cluster_session(kafka_dist: Path) -> Iterator[LocalCluster]:
-    """A local three-node cluster of its own, started once and stopped after the session."""
+    """A local three-node cluster of its own, new for the session (as on a fresh clone),
+    started once and stopped after it."""
     settings = load_settings(
         home=TEST_HOME / "cluster", kafka_port=CLUSTER_PORT, kafka_brokers=3, kafka_dist=kafka_dist
     )
+    # Kept, the data directories of a developer's tree grow with every session: brokers
+    # remove deleted topics lazily, and one tree held 96 of them.
+    LocalCluster(settings).stop()
+    shutil.rmtree(settings.home, ignore_errors=True)
     write_overrides(settings, TEST_CLUSTER_OVERRIDES)
     with running(LocalCluster(settings)) as cluster:
         yield cluster

@@ -15,7 +15,6 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -347,18 +346,7 @@ class Dagster:
     child: platform.Child | None = None
 
     def start(self) -> Dagster:
-        platform.write_dagster_home(self.settings)
-        argv = [
-            str(Path(sys.executable).parent / "dagster"),
-            "dev",
-            "-w",
-            str(platform.REPO / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.settings.dagster_port),
-        ]
-        self.child = platform.spawn("dagster", argv, self.settings)
+        self.child = platform.start_dagster(self.settings)
         return self
 
     def wait(self) -> None:
