@@ -142,6 +142,7 @@ def produce(
             counts=counts,
         )
     undelivered = flush_remaining(producer, flush_timeout_s, stop)
+    counts.settle(undelivered)
     elapsed = time.monotonic() - started
     summary = ProduceSummary(
         topic=topic,
@@ -311,6 +312,13 @@ class SendCounts:
     @property
     def delivered(self) -> int:
         return self.sent - self.failed - self.in_flight()
+
+    def settle(self, undelivered: int) -> None:
+        """After the final flush: what stayed undelivered, and no more reference to the
+        client. Its callbacks reach these counts, and ``in_flight`` reached the client: a
+        cycle through a C object, which Python's collector never frees, so every run left
+        a client behind with its threads, reconnecting for as long as the process lived."""
+        self.in_flight = lambda: undelivered
 
 
 class DeliveryCounter:

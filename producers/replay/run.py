@@ -406,6 +406,7 @@ def replay(
         except KeyboardInterrupt:  # outside the main thread, Ctrl-C arrives as this
             stopped_by = "interrupted"
     undelivered = flush_remaining(producer, flush_timeout_s, stop)
+    counts.settle(undelivered)
     return replayer.summary(
         clock.monotonic() - started,
         "refused" if stop.refused else stopped_by,
