@@ -141,8 +141,7 @@ def produce(
             report=report,
             counts=counts,
         )
-    undelivered = flush_remaining(producer, flush_timeout_s, stop)
-    counts.settle(undelivered)
+    undelivered = flush_remaining(producer, flush_timeout_s, stop, counts)
     elapsed = time.monotonic() - started
     summary = ProduceSummary(
         topic=topic,
@@ -265,8 +264,11 @@ def _sleep_until(when: float, stop: StopRequest) -> None:
         time.sleep(min(remaining, _MAX_SLEEP_S))
 
 
-def flush_remaining(producer: Producer, timeout_s: float, stop: StopRequest) -> int:
-    """Wait for what is in flight; return how many messages are still undelivered.
+def flush_remaining(
+    producer: Producer, timeout_s: float, stop: StopRequest, counts: SendCounts
+) -> int:
+    """Wait for what is in flight; return how many messages are still undelivered, and
+    settle ``counts`` with that number (the run is over: :meth:`SendCounts.settle`).
 
     When the cluster refused the producer (wrong credentials), nothing in flight can
     arrive: its messages are dropped at once (they count as failed) instead of
@@ -279,10 +281,11 @@ def flush_remaining(producer: Producer, timeout_s: float, stop: StopRequest) -> 
         if stop.refused:
             producer.purge()
             producer.flush(1.0)  # serves the purged messages' delivery reports
-        return len(producer)
     except KeyboardInterrupt:
         log.warning("flush interrupted; %d messages may be undelivered", len(producer))
-        return len(producer)
+    undelivered = len(producer)
+    counts.settle(undelivered)
+    return undelivered
 
 
 def _as_pairs(messages: Messages) -> Iterator[tuple[bytes | None, bytes | None]]:

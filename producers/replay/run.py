@@ -405,8 +405,7 @@ def replay(
             stopped_by = replayer.run(send, producer.poll, stop)
         except KeyboardInterrupt:  # outside the main thread, Ctrl-C arrives as this
             stopped_by = "interrupted"
-    undelivered = flush_remaining(producer, flush_timeout_s, stop)
-    counts.settle(undelivered)
+    undelivered = flush_remaining(producer, flush_timeout_s, stop, counts)
     return replayer.summary(
         clock.monotonic() - started,
         "refused" if stop.refused else stopped_by,

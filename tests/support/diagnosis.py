@@ -61,7 +61,7 @@ def platform_report(settings: Settings) -> str:
             parts.append(f"--- flow {domain}: no deployment record")
             continue
         parts.append(f"--- flow {domain} (pid {deployment.pid}): {deployment.log_path}")
-        parts.append(_tail(Path(deployment.log_path)))
+        parts.append(processes.tail(deployment.log_path, TAIL) or "(nothing)")
     return "\n".join(parts)
 
 
@@ -85,7 +85,9 @@ def _is_warning(line: str) -> bool:
     return " WARN " in line or " ERROR " in line
 
 
-def _tail(path: Path, keep: Callable[[str], bool] = lambda _line: True) -> str:
+def _tail(path: Path, keep: Callable[[str], bool]) -> str:
+    """The last TAIL lines of ``path`` that ``keep`` accepts (the whole file is read: a
+    filter may keep few of its lines; :func:`riverbed.processes.tail` when none goes)."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError as exc:

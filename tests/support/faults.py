@@ -287,7 +287,7 @@ class Supervised:
                 self._mark = len(text)
                 self.start()
             if time.monotonic() > deadline:
-                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-15:])
+                tail = processes.tail(self.log, 15)
                 raise AssertionError(f"timed out waiting for {what}; the flow's log ends:\n{tail}")
             time.sleep(0.5)
 
