@@ -4,7 +4,8 @@ The flow handles Ctrl-C and SIGTERM by ending its input and committing what is i
 flight (:mod:`flows.kit.shutdown`), but only once its handlers are installed; a signal
 that arrives while Python and Bytewax are still importing would otherwise raise
 KeyboardInterrupt in the middle of an import. This launcher installs them before
-anything else, then runs Bytewax's own entry point unchanged. ``riverbed flow run``
+anything else, makes a fenced copy exit at once (:func:`flows.kit.fencing.exit_when_fenced`),
+then runs Bytewax's own entry point unchanged. ``riverbed flow run``
 (and so Dagster's deployment) starts the flow through it.
 """
 
@@ -17,5 +18,8 @@ from flows.kit import shutdown
 
 if __name__ == "__main__":
     shutdown.install()
+    from flows.kit import fencing  # after install: it imports Kafka and Delta clients
+
+    fencing.exit_when_fenced()
     sys.argv[0] = "bytewax.run"
     runpy.run_module("bytewax.run", run_name="__main__", alter_sys=True)

@@ -11,6 +11,7 @@ own partition logic run uninterrupted in the test process (:func:`reference_aler
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -288,11 +289,11 @@ def wait_until(
     while True:
         for p in procs:
             if p.poll() is not None:
-                raise AssertionError(f"flow exited ({p.returncode}):\n{_tail(log)}")
+                raise AssertionError(f"flow exited ({p.returncode}):\n{log_tail(log)}")
         if predicate():
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{_tail(log)}")
+            raise AssertionError(f"timed out waiting for {what}:\n{log_tail(log)}")
         time.sleep(interval)
 
 
@@ -318,11 +319,18 @@ def run_until(
         stop_flow(procs)
 
 
-def _tail(log: Path) -> str:
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a flow's log, without Rust backtrace frames (a panic's
+    backtrace is a hundred lines that would push the flow's own lines out)."""
     try:
-        return log.read_text(errors="replace")[-4000:]
+        text = log.read_text(errors="replace")
     except FileNotFoundError:
         return "(no log)"
+    kept = [line for line in text.splitlines() if not _BACKTRACE_FRAME.match(line)]
+    return "\n".join(kept[-lines:])
+
+
+_BACKTRACE_FRAME = re.compile(r"\s+(\d+:\s|at\s)")
 
 
 # -- the reference: the flow's partition logic, uninterrupted, in this process -------------
