@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from flows.kit.fencing import FENCED_EXIT
 from flows.kit.kafka_outputs import WEDGED_EXIT
 from riverbed.settings import Settings
 
@@ -70,6 +71,16 @@ def snapshot_interval_s(settings: Settings) -> int:
 def flow_dir(settings: Settings, flow: str) -> Path:
     """Where a flow keeps its recovery store, status files and lock."""
     return settings.flows_dir / flow
+
+
+#: Written in the flow's directory when a process of it exited fenced (another copy of
+#: the flow took its partitions over): Dagster's liveness sensor leaves such a flow down
+#: rather than start it again, which would only fence the other copy in turn.
+FENCED_MARK = "FENCED"
+
+
+def fenced_mark(settings: Settings, flow: str) -> Path:
+    return flow_dir(settings, flow) / FENCED_MARK
 
 
 def recovery_dir(settings: Settings, flow: str) -> Path:
@@ -191,6 +202,17 @@ def run_flow(settings: Settings, flow: str, *, processes: int = 1, recovery: boo
                     stopping_since.clear()
                     launch()
                     continue
+                if FENCED_EXIT in codes:
+                    fenced_mark(settings, flow).write_text(
+                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} a process "
+                        "of this flow was fenced: another copy took its partitions over\n"
+                    )
+                    log.error(
+                        "another copy of the flow took its partitions over (fenced); "
+                        "stopping this one: stop the other copy before starting this one "
+                        "again",
+                        extra={"flow": flow, "exit": FENCED_EXIT},
+                    )
                 return max(abs(code) for code in codes if code is not None)
             now = time.monotonic()
             if any(code not in (None, 0) for code in codes) and not stopping_since:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.kit import runner
 from riverbed import processes
 from riverbed.settings import Settings
 from riverbed.topics import (
@@ -90,6 +91,7 @@ def deploy(settings: Settings, domain: str) -> DeployOutcome:
         processes.reap_group(current)
         action = "started"
     (directory / "STOPPED").unlink(missing_ok=True)
+    runner.fenced_mark(settings, domain).unlink(missing_ok=True)  # deployed on purpose
     deployment = processes.start(
         f"{domain}-flow",
         [sys.executable, "-m", "riverbed.cli", "flow", "run", domain],
@@ -113,3 +115,12 @@ def stop(settings: Settings, domain: str, timeout: float | Callable[[], float] =
 
 def stopped_on_purpose(settings: Settings, domain: str) -> bool:
     return (deployment_dir(settings, domain) / "STOPPED").exists()
+
+
+def fenced(settings: Settings, domain: str) -> str | None:
+    """Why the flow stopped fenced (another copy took its partitions over), if it did:
+    the mark ``riverbed flow run`` left (:data:`flows.kit.runner.FENCED_MARK`)."""
+    try:
+        return runner.fenced_mark(settings, domain).read_text().strip()
+    except FileNotFoundError:
+        return None

@@ -4,10 +4,13 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from flows.kit import runner
+from flows.kit.status import read_status
 from orchestration.definitions import defs
 from orchestration.defs.flows.assets import flow_assets
 from orchestration.defs.flows.sensors import flow_liveness
@@ -16,6 +19,7 @@ from orchestration.lib.settings import RiverbedResource
 from riverbed import processes
 from riverbed.settings import Settings
 from tests.support.env import use_settings
+from tests.support.flow_harness import generate, produce, start_flow, stop_flow, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -106,3 +110,53 @@ def test_a_settings_change_restarts_the_flow(
     assert after["action"] == "restarted"
     assert after["version"] != before.version
     assert wait_alive(flow_settings).pid != before.pid
+
+
+def test_a_fenced_flow_is_marked_and_liveness_leaves_it_down(
+    flow_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of the flow elsewhere (its own RIVERBED_HOME, the same cluster and lake)
+    takes the partitions over: the deployed flow exits fenced, `riverbed flow run` marks
+    it, and the liveness sensor leaves it down instead of fencing the other copy back."""
+    monkeypatch.setenv("RIVERBED_FLUSH_INTERVAL_S", "1")
+    settings = flow_settings.model_copy(update={"flush_interval_s": 1.0})
+    deployed = flows.deployment_dir(settings, "payments")
+    other = settings.model_copy(update={"home": settings.home / "other"})
+    other.home.mkdir(parents=True)
+    settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    other.lake_dir.symlink_to(settings.lake_dir)
+    events = generate(4_000, seed=31)
+    deploy(settings)
+    deployment = wait_alive(settings)
+    log = Path(deployment.log_path)
+    other_log = other.home / "flow.log"
+    copy = []
+    try:
+        produce(settings, events[:2_000])
+        wait_until(lambda: bool(read_status(deployed)), 60, "a flush", [], log)
+        copy = start_flow(other, other_log, recovery=False)
+        wait_until(
+            lambda: bool(read_status(runner.flow_dir(other, "payments"))),
+            120,
+            "the other copy's flush",
+            copy,
+            other_log,
+        )
+        produce(settings, events[2_000:])
+        wait_until(lambda: not processes.is_alive(deployment), 60, "the fenced exit", [], log)
+    finally:
+        stop_flow(copy)
+    assert "fenced, stopping: " in log.read_text()
+    assert "another copy of the flow took its partitions over" in log.read_text()
+    assert "another copy took its partitions over" in (flows.fenced(settings, "payments") or "")
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"riverbed": RiverbedResource()},
+        definitions=defs(),
+    )
+    skipped = flow_liveness(context)
+    assert isinstance(skipped, dg.SkipReason), skipped
+    assert "payments: not redeployed, it was fenced" in (skipped.skip_message or "")
+    # Deployed on purpose again, it starts, and the mark is gone.
+    assert deploy(settings)["action"] == "started"
+    assert flows.fenced(settings, "payments") is None

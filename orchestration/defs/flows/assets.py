@@ -63,6 +63,11 @@ def _alive_check(spec: flows.FlowSpec) -> dg.AssetChecksDefinition:
             return dg.AssetCheckResult(passed=True, metadata={"pid": deployment.pid})
         if flows.stopped_on_purpose(settings, spec.domain):
             why = "stopped on purpose (the stop_flow job); materialize the flow to start it"
+        elif (fenced := flows.fenced(settings, spec.domain)) is not None:
+            why = (
+                f"fenced ({fenced}); the flow_liveness sensor leaves it down: stop the other "
+                "copy of the flow, then materialize the flow asset"
+            )
         elif deployment is None:
             why = "never deployed; materialize the flow asset"
         else:

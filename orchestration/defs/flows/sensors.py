@@ -53,6 +53,15 @@ def flow_liveness(context: dg.SensorEvaluationContext, riverbed: RiverbedResourc
             notes.append(f"{domain}: not deployed or stopped on purpose")
             continue
         alive = processes.is_alive(deployment)
+        fenced = None if alive else flows.fenced(settings, domain)
+        if fenced is not None:
+            # Started again, it would fence the copy that took over, and be fenced back.
+            notes.append(
+                f"{domain}: not redeployed, it was fenced ({fenced}); stop the other copy "
+                "of the flow (another platform on the same cluster and lake), then "
+                "materialize the flow"
+            )
+            continue
         state, redeploy = next_liveness_state(
             cursor.get(domain, {}),
             alive,
