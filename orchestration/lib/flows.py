@@ -117,6 +117,13 @@ def stopped_on_purpose(settings: Settings, domain: str) -> bool:
     return (deployment_dir(settings, domain) / "STOPPED").exists()
 
 
+#: What to do about a flow that stopped fenced (the sensor and the alive check say it).
+FENCED_ADVICE = (
+    "stop the other copy of the flow (another platform on the same cluster and lake), "
+    "then materialize the flow"
+)
+
+
 def fenced(settings: Settings, domain: str) -> str | None:
     """Why the flow stopped fenced (another copy took its partitions over), if it did:
     the mark ``riverbed flow run`` left (:data:`flows.kit.runner.FENCED_MARK`)."""

@@ -55,6 +55,7 @@ from tests.support.flow_harness import (
     end_offsets,
     generate,
     lake_offsets,
+    log_tail,
     produce,
     query,
     read_records,
@@ -138,9 +139,9 @@ def test_ctrl_c_and_sigterm_to_the_process_group_stop_cleanly(
             assert proc.poll() is None, log.read_text()[-4000:]
         os.killpg(procs[0].pid, sig)  # the whole group, as a terminal or docker does
         for proc in procs:
-            assert proc.wait(30) == 0, f"{sig.name} did not stop it cleanly:\n{_tail(log)}"
+            assert proc.wait(30) == 0, f"{sig.name} did not stop it cleanly:\n{log_tail(log)}"
         text = log.read_text()
-        assert "Traceback" not in text and "panicked" not in text, _tail(log)
+        assert "Traceback" not in text and "panicked" not in text, log_tail(log)
 
     run_interrupted(
         settings, events, tmp_path, stop, stops=4, produce_seconds=10.0, new_session=True
@@ -244,10 +245,6 @@ def run_interrupted(
     for status in read_status(flow_dir(settings)):
         committed.update(status["committed_offsets"])
     assert committed == {f"{PAYMENTS_TRANSACTIONS}/{p}": ends[p] for p in partitions}
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-4000:]
 
 
 # -- checks ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from riverbed import processes
 from riverbed.broker import LocalCluster
 from riverbed.kafka_health import cluster_health
 from riverbed.settings import Settings
+from tests.support.flow_harness import log_tail
 
 # Lines of each log: enough for the last minutes of a broker or a flow.
 TAIL = 25
@@ -86,13 +87,8 @@ def _is_warning(line: str) -> bool:
 
 
 def _tail(path: Path, keep: Callable[[str], bool]) -> str:
-    """The last TAIL lines of ``path`` that ``keep`` accepts (the whole file is read: a
-    filter may keep few of its lines; :func:`riverbed.processes.tail` when none goes)."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        return f"(cannot read: {exc})"
-    return "\n".join([line[:400] for line in lines if keep(line)][-TAIL:]) or "(nothing)"
+    """The last TAIL lines of ``path`` that ``keep`` accepts, each cut at 400 characters."""
+    return "\n".join(line[:400] for line in log_tail(path, TAIL, keep).splitlines()) or "(nothing)"
 
 
 def _safely(ask: Callable[[], str]) -> str:

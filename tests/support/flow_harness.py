@@ -319,15 +319,18 @@ def run_until(
         stop_flow(procs)
 
 
-def log_tail(log: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a flow's log, without Rust backtrace frames (a panic's
-    backtrace is a hundred lines that would push the flow's own lines out)."""
+def log_tail(log: Path, lines: int = 40, keep: Callable[[str], bool] | None = None) -> str:
+    """The last ``lines`` lines of a log that ``keep`` accepts; by default all but Rust
+    backtrace frames (a panic's backtrace is a hundred lines that would push the flow's
+    own lines out). The whole file is read: a filter may keep few of its lines."""
+    keep = keep or (lambda line: not _BACKTRACE_FRAME.match(line))
     try:
         text = log.read_text(errors="replace")
     except FileNotFoundError:
         return "(no log)"
-    kept = [line for line in text.splitlines() if not _BACKTRACE_FRAME.match(line)]
-    return "\n".join(kept[-lines:])
+    except OSError as exc:
+        return f"(cannot read {log}: {exc})"
+    return "\n".join([line for line in text.splitlines() if keep(line)][-lines:])
 
 
 _BACKTRACE_FRAME = re.compile(r"\s+(\d+:\s|at\s)")

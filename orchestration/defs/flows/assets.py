@@ -65,8 +65,7 @@ def _alive_check(spec: flows.FlowSpec) -> dg.AssetChecksDefinition:
             why = "stopped on purpose (the stop_flow job); materialize the flow to start it"
         elif (fenced := flows.fenced(settings, spec.domain)) is not None:
             why = (
-                f"fenced ({fenced}); the flow_liveness sensor leaves it down: stop the other "
-                "copy of the flow, then materialize the flow asset"
+                f"fenced ({fenced}); the flow_liveness sensor leaves it down: {flows.FENCED_ADVICE}"
             )
         elif deployment is None:
             why = "never deployed; materialize the flow asset"

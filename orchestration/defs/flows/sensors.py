@@ -57,9 +57,7 @@ def flow_liveness(context: dg.SensorEvaluationContext, riverbed: RiverbedResourc
         if fenced is not None:
             # Started again, it would fence the copy that took over, and be fenced back.
             notes.append(
-                f"{domain}: not redeployed, it was fenced ({fenced}); stop the other copy "
-                "of the flow (another platform on the same cluster and lake), then "
-                "materialize the flow"
+                f"{domain}: not redeployed, it was fenced ({fenced}); {flows.FENCED_ADVICE}"
             )
             continue
         state, redeploy = next_liveness_state(
