@@ -7,19 +7,26 @@ KeyboardInterrupt in the middle of an import. This launcher installs them before
 anything else, makes a fenced copy exit at once (:func:`flows.kit.fencing.exit_when_fenced`),
 then runs Bytewax's own entry point unchanged. ``riverbed flow run``
 (and so Dagster's deployment) starts the flow through it.
+
+A flow process that seems stuck can be asked where it is: ``kill -USR1 <pid>`` prints
+every Python thread's stack to its log (:mod:`faulthandler`) and lets it go on.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import runpy
+import signal
 import sys
 
 from flows.kit import shutdown
 
 if __name__ == "__main__":
     shutdown.install()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     from flows.kit import fencing  # after install: it imports Kafka and Delta clients
 
     fencing.exit_when_fenced()
     sys.argv[0] = "bytewax.run"
     runpy.run_module("bytewax.run", run_name="__main__", alter_sys=True)
+    shutdown.report_stopped()

@@ -9,42 +9,89 @@ in ``close()``, and the process exits 0. A second signal, more than
 :data:`REPEAT_AFTER_S` later, interrupts at once, as an impatient Ctrl-C expects (crash
 safety covers that too); sooner, it is the same stop arriving twice (a Ctrl-C reaches
 the whole process group, and ``riverbed flow run`` forwards it as well).
+
+"Later" is counted between the signals' *arrivals*, not between the runs of a Python
+handler: Python runs a handler only when the main thread next executes Python code,
+and a flow's main thread can sit for seconds in one Kafka call (``init_transactions``
+while a new cluster's transaction coordinator loads). A Ctrl-C and its forwarded copy,
+milliseconds apart, were then handled seconds apart and taken for an impatient second
+Ctrl-C, interrupting the flow while it was being built. So a watcher thread stamps each
+arrival from Python's signal wakeup fd (:func:`signal.set_wakeup_fd`: the interpreter
+writes the signal's number there the instant it arrives) and decides; the handler only
+raises when the watcher said so.
 """
 
 from __future__ import annotations
 
+import _thread
 import logging
 import signal
+import socket
 import threading
 import time
 
 log = logging.getLogger("riverbed.flow")
 
 REPEAT_AFTER_S = 3.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _requested = threading.Event()
 _first_at: list[float] = []
+_interrupt = threading.Event()  # the watcher saw an impatient repeat
+_installed: list[socket.socket] = []  # the wakeup socket pair, once installed
 
 
-def _on_signal(signum: int, _frame: object) -> None:
-    if _requested.is_set():
-        if time.monotonic() - _first_at[0] > REPEAT_AFTER_S:
-            raise KeyboardInterrupt
-        return
-    _first_at[:] = [time.monotonic()]
-    _requested.set()
-    log.warning(
-        "stopping: ending the input, then committing what is in flight",
-        extra={"signal": signal.Signals(signum).name},
-    )
+def _on_signal(_signum: int, _frame: object) -> None:
+    # The stop itself is the watcher's (_arrived); here, only the impatient repeat,
+    # raised in the main thread, where KeyboardInterrupt belongs.
+    if _interrupt.is_set():
+        raise KeyboardInterrupt
+
+
+def _arrived(signum: int) -> None:
+    """A stop signal arrived (called by the watcher thread the moment it did)."""
+    now = time.monotonic()
+    if not _requested.is_set():
+        _first_at[:] = [now]
+        _requested.set()
+        log.warning(
+            "stopping: ending the input, then committing what is in flight",
+            extra={"signal": signal.Signals(signum).name},
+        )
+    elif now - _first_at[0] > REPEAT_AFTER_S and not _interrupt.is_set():
+        log.warning(
+            "stopping now: a second stop signal", extra={"signal": signal.Signals(signum).name}
+        )
+        _interrupt.set()
+        _thread.interrupt_main(signal.SIGINT)  # runs _on_signal in the main thread
+
+
+def _watch(reader: socket.socket) -> None:
+    while True:
+        try:
+            data = reader.recv(64)
+        except OSError:
+            return
+        if not data:
+            return
+        for signum in data:
+            if signum in _STOP_SIGNALS:
+                _arrived(signum)
 
 
 def install() -> None:
     """Route SIGINT and SIGTERM through :func:`requested` (main thread only, as Python
-    requires; a flow built elsewhere, in a test, keeps the default handlers)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_signal)
-        signal.signal(signal.SIGTERM, _on_signal)
+    requires; a flow built elsewhere, in a test, keeps the default handlers). Once per
+    process: ``flows.run`` installs them first thing, and the flow again as it opens."""
+    if threading.current_thread() is not threading.main_thread() or _installed:
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)  # the interpreter writes from its C signal handler
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    _installed.extend((reader, writer))
+    threading.Thread(target=_watch, args=(reader,), daemon=True, name="stop-signals").start()
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _on_signal)
 
 
 def requested() -> bool:
@@ -52,5 +99,15 @@ def requested() -> bool:
     return _requested.is_set()
 
 
+def report_stopped() -> None:
+    """Log that the flow ended after a requested stop, and how long that took."""
+    if _requested.is_set():
+        log.warning(
+            "stopped: what was in flight is committed",
+            extra={"after_s": round(time.monotonic() - _first_at[0], 2)},
+        )
+
+
 def reset() -> None:
     _requested.clear()
+    _interrupt.clear()

@@ -64,6 +64,7 @@ from tests.support.flow_harness import (
     scan,
     start_flow,
     stop_flow,
+    wait_exited,
     wait_until,
 )
 
@@ -138,8 +139,8 @@ def test_ctrl_c_and_sigterm_to_the_process_group_stop_cleanly(
         for proc in procs:
             assert proc.poll() is None, log.read_text()[-4000:]
         os.killpg(procs[0].pid, sig)  # the whole group, as a terminal or docker does
-        for proc in procs:
-            assert proc.wait(30) == 0, f"{sig.name} did not stop it cleanly:\n{log_tail(log)}"
+        codes = wait_exited(procs, log, 30, f"{sig.name} to the process group")
+        assert codes == [0] * len(procs), f"{sig.name} did not stop it cleanly:\n{log_tail(log)}"
         text = log.read_text()
         assert "Traceback" not in text and "panicked" not in text, log_tail(log)
 

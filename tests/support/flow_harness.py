@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import psutil
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from flows.kit import runner
@@ -272,6 +273,45 @@ def stop_flow(procs: Sequence[subprocess.Popen], timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(10)
+
+
+def wait_exited(
+    procs: Sequence[subprocess.Popen], log: Path, timeout: float, what: str
+) -> list[int]:
+    """The processes' exit codes once all have exited; if one still runs after
+    ``timeout`` s, fail with where its flow processes are (each prints its Python
+    stacks to the log on SIGUSR1, see flows.run) and the log's tail."""
+    deadline = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            asked = _ask_for_stacks(procs)
+            time.sleep(2.0)
+            raise AssertionError(
+                f"{what}: still running after {timeout:.0f} s; the stacks of {asked} flow "
+                f"process(es) are in the log:\n{log_tail(log, 150)}"
+            ) from None
+    return codes
+
+
+def _ask_for_stacks(procs: Sequence[subprocess.Popen]) -> int:
+    """SIGUSR1 to every ``flows.run`` process among ``procs`` and their descendants."""
+    asked = 0
+    for p in procs:
+        try:
+            family = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for member in family:
+            try:
+                if "flows.run" in member.cmdline():
+                    member.send_signal(signal.SIGUSR1)
+                    asked += 1
+            except psutil.Error:
+                pass
+    return asked
 
 
 def wait_until(

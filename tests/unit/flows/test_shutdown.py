@@ -1,0 +1,78 @@
+"""A flow's stop signals, counted by when they arrive, not by when Python handles them.
+
+Each test runs a small process that installs the flow's handlers (flows.kit.shutdown)
+and then blocks its main thread in one librdkafka call (``init_transactions`` against a
+port nobody listens on), as a flow's does while a new cluster's transaction
+coordinator loads: Python cannot run a signal handler until that call returns.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from tests.support.flow_harness import REPO
+
+SCRIPT = """
+import sys, time
+from confluent_kafka import KafkaException, Producer
+from flows.kit import shutdown
+
+shutdown.install()
+print("ready", flush=True)
+producer = Producer({"bootstrap.servers": "127.0.0.1:9", "transactional.id": "t",
+                     "log_level": 0})
+while not shutdown.requested():  # Python code: the first signal is handled at once
+    pass
+print("blocking", flush=True)
+try:
+    producer.init_transactions(float(sys.argv[1]))
+except KafkaException:
+    pass
+print("unblocked", flush=True)
+for _ in range(20):  # Python code again: a pending KeyboardInterrupt surfaces here
+    time.sleep(0.05)
+print("requested" if shutdown.requested() else "not requested", flush=True)
+"""
+
+
+def _start(block_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(block_s)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_stop_and_its_copy_handled_seconds_apart_are_one_stop() -> None:
+    proc = _start(block_s=5.0)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C to the process group...
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "blocking"
+    time.sleep(0.3)  # the main thread is in the Kafka call by now
+    proc.send_signal(signal.SIGINT)  # ...and riverbed flow run's forwarded copy
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.split() == ["unblocked", "requested"]
+    assert "KeyboardInterrupt" not in err
+    assert err.count("stopping: ending the input") == 1, err
+
+
+def test_a_second_stop_seconds_after_the_first_interrupts() -> None:
+    proc = _start(block_s=6.0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "blocking"
+    time.sleep(4.0)  # past REPEAT_AFTER_S: an impatient second Ctrl-C
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in err
+    assert "requested" not in out  # interrupted before it got there
