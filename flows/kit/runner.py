@@ -12,10 +12,18 @@ instant, see :mod:`flows.kit.shutdown`). A supervisor, not Bytewax's own
 ``-w``/``-i`` launcher, because a process stuck on a librdkafka bug exits with
 :data:`~flows.kit.kafka_outputs.WEDGED_EXIT` and is restarted here, and a stop must
 reach processes still starting.
+
+That last part is why a stop reaches each process through a pipe of its own
+(:data:`~flows.kit.shutdown.STOP_FD_ENV`) rather than as a signal: a process starts
+with SIGINT and SIGTERM ignored (a Ctrl-C must not interrupt its imports), so a
+signal sent before it installs its handlers would be lost, and the process would run
+on until killed after :data:`_STOP_GRACE_S`. A byte in the pipe waits there until the
+process reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -27,12 +35,13 @@ from pathlib import Path
 
 from flows.kit.fencing import FENCED_EXIT
 from flows.kit.kafka_outputs import WEDGED_EXIT
+from flows.kit.shutdown import STOP_FD_ENV
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.flow")
 
 RECOVERY_PARTITIONS = 2  # fixed: the same store works for any number of processes
-_STOP_GRACE_S = 30.0  # after SIGINT, how long processes get before SIGKILL
+_STOP_GRACE_S = 30.0  # after a stop, how long processes get before SIGKILL
 _WEDGED_RESTARTS = 5  # restarts of processes stuck on a librdkafka bug, then give up
 
 
@@ -155,31 +164,48 @@ def run_flow(settings: Settings, flow: str, *, processes: int = 1, recovery: boo
     env = {**os.environ, **settings_env(settings)}
     cwd = Path(__file__).resolve().parents[2]  # the repository: flows/ importable
     children: list[subprocess.Popen] = []
+    stop_pipes: list[int] = []  # the write end of each child's stop pipe
     stopping_since: list[float] = []
     asked_to_stop: list[float] = []
 
     def forward(_signum: int, _frame: object) -> None:
         stopping_since.append(time.monotonic())
-        for child in children:
+        for child, pipe in zip(children, stop_pipes, strict=True):
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)  # the flow stops cleanly (flows.kit.shutdown)
+                _tell_stop(pipe)
 
     def on_signal(signum: int, frame: object) -> None:
         # Forwarded even when the signal reached the whole group (Ctrl-C): a child
         # takes the same stop arriving twice as one, and one that was still starting
-        # (signals ignored until flows.run installs its handlers) gets it now.
+        # (signals ignored until flows.run installs its handlers) reads it then.
         asked_to_stop.append(time.monotonic())
         if not stopping_since:
             forward(signum, frame)
 
     def launch() -> None:
+        close_pipes()
         children.clear()
         for cmd in flow_commands(settings, flow, processes=processes, recovery=recovery):
-            children.append(
-                subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_ignore_stop_signals)
-            )
+            read, write = os.pipe()
+            try:
+                child = subprocess.Popen(
+                    cmd,
+                    env={**env, STOP_FD_ENV: str(read)},
+                    cwd=cwd,
+                    preexec_fn=_ignore_stop_signals,
+                    pass_fds=(read,),
+                )
+            finally:
+                os.close(read)
+            children.append(child)
+            stop_pipes.append(write)
             if stopping_since:
-                forward(signal.SIGINT, None)
+                _tell_stop(write)
+
+    def close_pipes() -> None:
+        for pipe in stop_pipes:
+            os.close(pipe)
+        stop_pipes.clear()
 
     # Before the children start: a stop asked for from now on reaches them.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -221,11 +247,23 @@ def run_flow(settings: Settings, flow: str, *, processes: int = 1, recovery: boo
             if stopping_since and now - stopping_since[0] > _STOP_GRACE_S:
                 for child in children:
                     if child.poll() is None:
+                        log.warning(
+                            "a process did not stop in time; killing it (the next start "
+                            "resumes from its last commit)",
+                            extra={"flow": flow, "pid": child.pid, "grace_s": _STOP_GRACE_S},
+                        )
                         child.kill()
             time.sleep(0.2)
     finally:
+        close_pipes()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _tell_stop(pipe: int) -> None:
+    """Ask the process at the other end of ``pipe`` to stop (see the module's docstring)."""
+    with contextlib.suppress(OSError):  # it has exited, and closed its end
+        os.write(pipe, b"\n")
 
 
 def _ignore_stop_signals() -> None:

@@ -19,12 +19,18 @@ Ctrl-C, interrupting the flow while it was being built. So a watcher thread stam
 arrival from Python's signal wakeup fd (:func:`signal.set_wakeup_fd`: the interpreter
 writes the signal's number there the instant it arrives) and decides; the handler only
 raises when the watcher said so.
+
+``riverbed flow run`` asks its processes to stop through a pipe instead
+(:data:`STOP_FD_ENV`, see :mod:`flows.kit.runner`): read from the moment the handlers
+are installed, so a stop asked for while the process was still starting is not lost,
+and never an impatient repeat.
 """
 
 from __future__ import annotations
 
 import _thread
 import logging
+import os
 import signal
 import socket
 import threading
@@ -33,10 +39,13 @@ import time
 log = logging.getLogger("riverbed.flow")
 
 REPEAT_AFTER_S = 3.0
+#: The environment variable naming the file descriptor of a process's stop pipe.
+STOP_FD_ENV = "RIVERBED_STOP_FD"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _requested = threading.Event()
 _first_at: list[float] = []
+_first_lock = threading.Lock()  # the signal watcher and the pipe reader may race
 _interrupt = threading.Event()  # the watcher saw an impatient repeat
 _installed: list[socket.socket] = []  # the wakeup socket pair, once installed
 
@@ -48,22 +57,35 @@ def _on_signal(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
 
+def _request(by: str) -> bool:
+    """Ask for the stop (the first time only); whether this was the first time."""
+    with _first_lock:
+        if _requested.is_set():
+            return False
+        _first_at[:] = [time.monotonic()]
+        _requested.set()
+    log.warning("stopping: ending the input, then committing what is in flight", extra={"by": by})
+    return True
+
+
 def _arrived(signum: int) -> None:
     """A stop signal arrived (called by the watcher thread the moment it did)."""
-    now = time.monotonic()
-    if not _requested.is_set():
-        _first_at[:] = [now]
-        _requested.set()
-        log.warning(
-            "stopping: ending the input, then committing what is in flight",
-            extra={"signal": signal.Signals(signum).name},
-        )
-    elif now - _first_at[0] > REPEAT_AFTER_S and not _interrupt.is_set():
-        log.warning(
-            "stopping now: a second stop signal", extra={"signal": signal.Signals(signum).name}
-        )
+    name = signal.Signals(signum).name
+    if _request(name) or _interrupt.is_set():
+        return
+    if time.monotonic() - _first_at[0] > REPEAT_AFTER_S:
+        log.warning("stopping now: a second stop signal", extra={"signal": name})
         _interrupt.set()
         _thread.interrupt_main(signal.SIGINT)  # runs _on_signal in the main thread
+
+
+def _read_stop_pipe(fd: int) -> None:
+    try:
+        asked = os.read(fd, 1)
+    except OSError:
+        return
+    if asked:  # nothing: the parent is gone without asking (it was killed); run on
+        _request("riverbed flow run")
 
 
 def _watch(reader: socket.socket) -> None:
@@ -92,6 +114,13 @@ def install() -> None:
     threading.Thread(target=_watch, args=(reader,), daemon=True, name="stop-signals").start()
     for signum in _STOP_SIGNALS:
         signal.signal(signum, _on_signal)
+    # After the handlers: a stop asked for before is waiting in the pipe. Popped, so
+    # that a process this one starts does not take the descriptor for its own.
+    stop_fd = os.environ.pop(STOP_FD_ENV, None)
+    if stop_fd:
+        threading.Thread(
+            target=_read_stop_pipe, args=(int(stop_fd),), daemon=True, name="stop-pipe"
+        ).start()
 
 
 def requested() -> bool:

@@ -57,7 +57,9 @@ FLOWS: dict[str, FlowSpec] = {
 
 
 def deployment_dir(settings: Settings, domain: str) -> Path:
-    return settings.flows_dir / domain
+    """Where a deployment keeps its record: the flow's own directory, beside its status
+    files, lock and recovery store."""
+    return runner.flow_dir(settings, domain)
 
 
 def flow_version(settings: Settings) -> str:

@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import psutil
 import pyarrow as pa
 import pytest
 
@@ -147,6 +148,28 @@ def test_ctrl_c_and_sigterm_to_the_process_group_stop_cleanly(
     run_interrupted(
         settings, events, tmp_path, stop, stops=4, produce_seconds=10.0, new_session=True
     )
+
+
+def test_a_stop_while_the_processes_start_is_not_lost(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    settings = flow_test_settings(kafka_settings)
+    log = tmp_path / "flow.log"
+    [cli] = start_flow(settings, log, new_session=True)
+    parent = psutil.Process(cli.pid)
+    deadline = time.monotonic() + 60
+    while not parent.children() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert parent.children(), log_tail(log)
+    # To `riverbed flow run` alone, as `kill` or a supervisor sends it, while its process
+    # is most likely still starting (stop signals ignored until flows.run installs its
+    # handlers): it must reach the process anyway, not wait out the 30 s grace and a kill.
+    cli.send_signal(signal.SIGTERM)
+    codes = wait_exited([cli], log, 25, "a stop sent while the flow's process started")
+    text = log.read_text()
+    assert codes == [0], log_tail(log)
+    assert "stopped: what was in flight is committed" in text, log_tail(log)
+    assert "did not stop in time" not in text and "Traceback" not in text, log_tail(log)
 
 
 def _this_run(log: Path) -> str:

@@ -8,11 +8,13 @@ coordinator loads: Python cannot run a signal handler until that call returns.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 
+from flows.kit.shutdown import STOP_FD_ENV
 from tests.support.flow_harness import REPO
 
 SCRIPT = """
@@ -76,3 +78,35 @@ def test_a_second_stop_seconds_after_the_first_interrupts() -> None:
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err
     assert "requested" not in out  # interrupted before it got there
+
+
+def test_a_stop_asked_through_the_pipe_before_the_handlers_is_not_lost() -> None:
+    # As riverbed flow run starts a process: stop signals ignored until flows.run
+    # installs its handlers, and the stop asked for meanwhile waiting in the pipe.
+    read, write = os.pipe()
+    os.write(write, b"\n")
+    script = (
+        "import time\n"
+        "from flows.kit import shutdown\n"
+        "shutdown.install()\n"
+        "deadline = time.monotonic() + 10\n"
+        "while not shutdown.requested() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "print('requested' if shutdown.requested() else 'not requested', flush=True)\n"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            env={**os.environ, STOP_FD_ENV: str(read)},
+            pass_fds=(read,),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(read)
+        os.close(write)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["requested"]
+    assert "stopping: ending the input" in proc.stderr, proc.stderr
