@@ -25,7 +25,12 @@ if __name__ == "__main__":
     shutdown.install()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     from flows.kit import fencing  # after install: it imports Kafka and Delta clients
+    from riverbed.logs import configure_logging
 
+    # Warnings (a stop asked for while it starts) in the flow's log format already; the
+    # flow sets the level of its settings as it opens (flows.kit.stream.open_stream).
+    configure_logging()
+    shutdown.follow_parent()
     fencing.exit_when_fenced()
     sys.argv[0] = "bytewax.run"
     runpy.run_module("bytewax.run", run_name="__main__", alter_sys=True)

@@ -21,9 +21,9 @@ writes the signal's number there the instant it arrives) and decides; the handle
 raises when the watcher said so.
 
 ``riverbed flow run`` asks its processes to stop through a pipe instead
-(:data:`STOP_FD_ENV`, see :mod:`flows.kit.runner`): read from the moment the handlers
-are installed, so a stop asked for while the process was still starting is not lost,
-and never an impatient repeat.
+(:data:`STOP_FD_ENV`, see :mod:`flows.kit.runner`; :func:`follow_parent` reads it): a
+stop asked for while the process was still starting waits there instead of being lost,
+and it is never an impatient repeat.
 """
 
 from __future__ import annotations
@@ -114,8 +114,13 @@ def install() -> None:
     threading.Thread(target=_watch, args=(reader,), daemon=True, name="stop-signals").start()
     for signum in _STOP_SIGNALS:
         signal.signal(signum, _on_signal)
-    # After the handlers: a stop asked for before is waiting in the pipe. Popped, so
-    # that a process this one starts does not take the descriptor for its own.
+
+
+def follow_parent() -> None:
+    """Read the stop pipe ``riverbed flow run`` gave this process, if it gave one
+    (``flows.run`` calls it once its logging is set up: a stop asked for before waits
+    in the pipe). Popped from the environment, so that a process this one starts does
+    not take the descriptor for its own."""
     stop_fd = os.environ.pop(STOP_FD_ENV, None)
     if stop_fd:
         threading.Thread(

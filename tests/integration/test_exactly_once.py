@@ -168,6 +168,7 @@ def test_a_stop_while_the_processes_start_is_not_lost(
     codes = wait_exited([cli], log, 45, "a stop sent while the flow's process started")
     text = log.read_text()
     assert codes == [0], log_tail(log)
+    assert 'by="riverbed flow run"' in text, log_tail(log)  # through its stop pipe
     assert "stopped: what was in flight is committed" in text, log_tail(log)
     assert "did not stop in time" not in text and "Traceback" not in text, log_tail(log)
 

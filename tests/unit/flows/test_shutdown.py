@@ -89,6 +89,7 @@ def test_a_stop_asked_through_the_pipe_before_the_handlers_is_not_lost() -> None
         "import time\n"
         "from flows.kit import shutdown\n"
         "shutdown.install()\n"
+        "shutdown.follow_parent()\n"
         "deadline = time.monotonic() + 10\n"
         "while not shutdown.requested() and time.monotonic() < deadline:\n"
         "    time.sleep(0.01)\n"
