@@ -407,7 +407,12 @@ class KafkaOutputs:
                 return
             log.info(
                 "holding the open Kafka transaction's records while the lake is unavailable",
-                extra={"part": self.partition, "records": len(self._pending)},
+                extra={
+                    "part": self.partition,
+                    "records": len(self._pending),
+                    # Near transaction.timeout.ms, the broker may have aborted it already.
+                    "open_s": round(time.monotonic() - self._open_since, 1),
+                },
             )
             self._checked(self._producer.abort_transaction, _TIMEOUT_S)
             self._open_since = None
