@@ -157,10 +157,8 @@ def test_a_stop_while_the_processes_start_is_not_lost(
     log = tmp_path / "flow.log"
     [cli] = start_flow(settings, log, new_session=True)
     parent = psutil.Process(cli.pid)
-    deadline = time.monotonic() + 60
-    while not parent.children() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert parent.children(), log_tail(log)
+    wait_until(lambda: bool(parent.children()), 60, "the flow's process", [cli], log,
+               interval=0.005)  # fmt: skip
     # To `riverbed flow run` alone, as `kill` or a supervisor sends it, while its process
     # is most likely still starting (stop signals ignored until flows.run installs its
     # handlers): it must reach the process anyway, not wait out the 30 s grace and a kill.
