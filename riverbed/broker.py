@@ -756,9 +756,16 @@ def random_cluster_id() -> str:
 # --- processes, ports, files -----------------------------------------------------------
 
 
-def free_port_range(count: int, search: range = range(29000, 40000)) -> int:
+# Below Linux's default ephemeral range (32768-60999). A port in that range can be taken
+# between a broker's stop and its next start by any outgoing connection's local end,
+# even by a client's own reconnect to the stopped broker (a TCP self-connect); CI saw a
+# restarted test broker fail with "Address already in use" that way.
+_UNEPHEMERAL_PORTS = range(20000, 32000)
+
+
+def free_port_range(count: int, search: range = _UNEPHEMERAL_PORTS) -> int:
     """A first port p with p .. p + count - 1 all free on 127.0.0.1, picked at random
-    from ``search`` (for tests and benchmarks that start clusters of their own)."""
+    from ``search`` (for tests and benchmarks that start services of their own)."""
     starts = list(search[: max(len(search) - count, 1)])
     for port in random.sample(starts, min(len(starts), 400)):
         if all(port_is_free(p) for p in range(port, port + count)):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from riverbed.broker import free_port_range
 from riverbed.settings import Settings
 
 
@@ -16,7 +15,9 @@ def use_settings(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
 
 
 def free_port() -> int:
-    """A port nothing listens on now, for a service a test starts (Dagster, Prometheus)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, for a service a test starts (Dagster, Prometheus).
+
+    Not the kernel's pick (bind to port 0): that comes from the ephemeral range, where
+    an outgoing connection may take the port before a restarted service binds it again.
+    """
+    return free_port_range(1)
