@@ -414,6 +414,15 @@ class KafkaOutputs:
                     "open_s": round(time.monotonic() - self._open_since, 1),
                 },
             )
+            # Delivered first, so that the coordinator has the transaction's partitions
+            # before the abort. librdkafka 2.16 aborting while an AddPartitionsToTxn is
+            # in flight ignores its response ("Ignoring outdated AddPartitionsToTxn
+            # response in state BeginAbort") and sends no EndTxn ("No partitions
+            # registered"), so the transaction stays open at the coordinator, which
+            # aborts it after transaction.timeout.ms and bumps the epoch: the producer's
+            # next transaction, after the outage, is refused as fenced (measured on a
+            # loaded machine: 3 of 24 holds right after a publish, none with the flush).
+            self._producer.flush(_TIMEOUT_S)
             self._checked(self._producer.abort_transaction, _TIMEOUT_S)
             self._open_since = None
 
