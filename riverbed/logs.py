@@ -60,3 +60,25 @@ def command_settings() -> Settings:
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
     return settings
+
+
+class LibrdkafkaLog:
+    """librdkafka's own log lines, given to a Kafka client as its ``logger`` setting, as
+    records of a Riverbed logger: logfmt like every other line, instead of raw
+    ``%4|<time>|GETPID|…`` lines on stderr.
+
+    librdkafka reports the retries it makes by itself (a transaction coordinator still
+    loading or moving after a broker restart: "…: retrying") as warnings; they are INFO
+    here, since the client gets past them on its own and a flow logs what it retries.
+    confluent-kafka hands the lines over in the client's poll() and flush(), so give this
+    only to clients that are polled, and read a line's time as that of the next call.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._log = logging.getLogger(name)
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        text = msg % args if args else msg
+        if level == logging.WARNING and text.rstrip().endswith("retrying"):
+            level = logging.INFO
+        self._log.log(level, text)

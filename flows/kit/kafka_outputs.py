@@ -36,6 +36,7 @@ from flows.kit.kafka_source import consumer_config
 from flows.kit.metrics import FlowMetrics
 from flows.kit.records import Alert, DlqRecord
 from riverbed.kafka_admin import committed_offsets
+from riverbed.logs import LibrdkafkaLog
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.flow.kafka")
@@ -172,6 +173,8 @@ class KafkaOutputs:
                 # commit; with this and the flush in commit(), ~10 ms).
                 "retry.backoff.ms": 10,
                 "retry.backoff.max.ms": 100,
+                # Polled after every record and flushed at every commit.
+                "logger": LibrdkafkaLog("riverbed.flow.kafka.client"),
             }
         )
         # Not a group member (the source assigns partitions itself): it only gives the

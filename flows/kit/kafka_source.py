@@ -33,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from flows.kit import shutdown
 from flows.kit.records import RawRecord, SourceBatch
 from riverbed.kafka_admin import cluster_metadata
+from riverbed.logs import LibrdkafkaLog
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.flow.source")
@@ -63,6 +64,14 @@ def consumer_config(settings: Settings, **overrides: str | int | bool) -> dict:
     }
     conf.update(overrides)
     return conf
+
+
+def polled_consumer(settings: Settings) -> Consumer:
+    """A consumer the flow polls all along: its librdkafka log lines come out as the
+    flow's own (:class:`riverbed.logs.LibrdkafkaLog`)."""
+    return Consumer(
+        {**consumer_config(settings), "logger": LibrdkafkaLog("riverbed.flow.kafka.client")}
+    )
 
 
 def topic_partitions(settings: Settings, topic: str, timeout: float = 30.0) -> list[int]:
@@ -180,7 +189,7 @@ class TableReader:
 
     def __init__(self, settings: Settings, topic: str, partition: int) -> None:
         self._tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
-        self._consumer = Consumer(consumer_config(settings))
+        self._consumer = polled_consumer(settings)
         self._consumer.assign([self._tp])
         self._backlog = self._read_to_end()
 
@@ -265,7 +274,7 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> KafkaPartition:
         partition = part_number(for_part)
-        consumer = Consumer(consumer_config(self._settings))
+        consumer = polled_consumer(self._settings)
         if resume_state is not None:
             position, origin = resume_state, "recovery snapshot"
         else:

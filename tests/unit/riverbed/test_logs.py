@@ -1,0 +1,55 @@
+"""Riverbed's log lines: logfmt, and librdkafka's own lines routed through it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from riverbed.logs import LibrdkafkaLog, LogfmtFormatter
+from tests.support.env import free_port
+
+
+def test_a_kafka_clients_own_lines_come_out_as_riverbed_records(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A real client with nothing listening at its broker's address: librdkafka's
+    "connection refused" reaches the flow's logger (served by poll), not raw stderr."""
+    caplog.set_level(logging.DEBUG, logger="test.kafka.client")
+    producer = Producer(
+        {
+            "bootstrap.servers": f"127.0.0.1:{free_port()}",
+            "logger": LibrdkafkaLog("test.kafka.client"),
+        }
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not caplog.records:
+        producer.poll(0.2)
+    records = [r for r in caplog.records if r.name == "test.kafka.client"]
+    assert records, "no librdkafka line reached the logger"
+    line = LogfmtFormatter().format(records[0])
+    assert line.startswith("ts=") and "logger=test.kafka.client" in line
+    assert "Connection refused" in line and records[0].levelno >= logging.WARNING
+
+
+def test_retries_librdkafka_makes_by_itself_are_info_not_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="test.kafka.client")
+    sink = LibrdkafkaLog("test.kafka.client")
+    # As confluent-kafka calls it: logger.log(level, "%s [%s] %s", facility, client, text).
+    sink.log(
+        logging.WARNING,
+        "%s [%s] %s",
+        "GETPID",
+        "rdkafka#producer-1",
+        "[thrd:main]: Failed to acquire transactional PID from broker TxnCoordinator/3: "
+        "Broker: Not coordinator: retrying",
+    )
+    sink.log(logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#producer-1", "[thrd:main]: down")
+    assert [(r.levelno, r.getMessage().split()[0]) for r in caplog.records] == [
+        (logging.INFO, "GETPID"),
+        (logging.ERROR, "FAIL"),
+    ]
