@@ -43,6 +43,7 @@ from confluent_kafka.admin import (
 )
 
 from riverbed.kafka_jars import KafkaJars, KafkaJarsError
+from riverbed.logs import LibrdkafkaLog
 from riverbed.settings import Settings
 from riverbed.topics import CATALOG, TopicSpec
 
@@ -103,20 +104,16 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_client_config())
 
 
-class _QuietLibrdkafkaLog:
-    """Receives librdkafka's log lines at DEBUG.
+def quiet_admin(settings: Settings) -> AdminClient:
+    """An admin client that does not print every refused connection to a node that is down.
 
     While a broker is starting, librdkafka reports each refused connection (every
-    ~50 ms) at ERROR on stderr; those are expected here and would drown the progress.
+    ~50 ms) at ERROR on stderr; those are expected here and would drown the progress,
+    so its lines go to this module's logger at DEBUG.
     """
-
-    def log(self, level: int, msg: str, *args: object) -> None:
-        log.debug(msg, *args)
-
-
-def quiet_admin(settings: Settings) -> AdminClient:
-    """An admin client that does not print every refused connection to a node that is down."""
-    return AdminClient({**settings.kafka_client_config(), "logger": _QuietLibrdkafkaLog()})
+    return AdminClient(
+        {**settings.kafka_client_config(), "logger": LibrdkafkaLog(log.name, at=logging.DEBUG)}
+    )
 
 
 def cluster_metadata(

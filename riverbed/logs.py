@@ -72,13 +72,19 @@ class LibrdkafkaLog:
     here, since the client gets past them on its own and a flow logs what it retries.
     confluent-kafka hands the lines over in the client's poll() and flush(), so give this
     only to clients that are polled, and read a line's time as that of the next call.
+
+    ``at``: every line at this level instead (DEBUG for a client whose refused
+    connections to a node that is down are expected, :func:`riverbed.kafka_admin.quiet_admin`).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, at: int | None = None) -> None:
         self._log = logging.getLogger(name)
+        self._at = at
 
     def log(self, level: int, msg: str, *args: object) -> None:
         text = msg % args if args else msg
-        if level == logging.WARNING and text.rstrip().endswith("retrying"):
+        if self._at is not None:
+            level = self._at
+        elif level == logging.WARNING and text.rstrip().endswith("retrying"):
             level = logging.INFO
         self._log.log(level, text)

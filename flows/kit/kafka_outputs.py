@@ -32,11 +32,10 @@ from typing import NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from flows.kit.kafka_source import consumer_config
+from flows.kit.kafka_source import CLIENT_LOG, consumer_config
 from flows.kit.metrics import FlowMetrics
 from flows.kit.records import Alert, DlqRecord
 from riverbed.kafka_admin import committed_offsets
-from riverbed.logs import LibrdkafkaLog
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.flow.kafka")
@@ -174,7 +173,7 @@ class KafkaOutputs:
                 "retry.backoff.ms": 10,
                 "retry.backoff.max.ms": 100,
                 # Polled after every record and flushed at every commit.
-                "logger": LibrdkafkaLog("riverbed.flow.kafka.client"),
+                "logger": CLIENT_LOG,
             }
         )
         # Not a group member (the source assigns partitions itself): it only gives the
@@ -423,8 +422,11 @@ class KafkaOutputs:
             # response in state BeginAbort") and sends no EndTxn ("No partitions
             # registered"), so the transaction stays open at the coordinator, which
             # aborts it after transaction.timeout.ms and bumps the epoch: the producer's
-            # next transaction, after the outage, is refused as fenced (measured on a
-            # loaded machine: 3 of 24 holds right after a publish, none with the flush).
+            # next transaction, after the outage, is refused as fenced (bench/hold_race.py:
+            # 5 of 204 holds right after a publish on a loaded machine, none with the
+            # flush). Not in _redo_transaction: it aborts because deliveries failed, so a
+            # flush there would wait on them, and the transaction it opens at once would
+            # join such a leftover instead of leaving it to time out.
             self._producer.flush(_TIMEOUT_S)
             self._checked(self._producer.abort_transaction, _TIMEOUT_S)
             self._open_since = None

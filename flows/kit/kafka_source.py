@@ -37,6 +37,9 @@ from riverbed.logs import LibrdkafkaLog
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.flow.source")
+#: librdkafka's own lines of the flow's polled clients (consumers here, producers in
+#: flows.kit.kafka_outputs), as the flow's log lines.
+CLIENT_LOG = LibrdkafkaLog("riverbed.flow.kafka.client")
 
 # Back-off between polls when the partition had nothing; bounds idle CPU and the
 # added latency (a message waits at most this long in the local queue).
@@ -69,9 +72,7 @@ def consumer_config(settings: Settings, **overrides: str | int | bool) -> dict:
 def polled_consumer(settings: Settings) -> Consumer:
     """A consumer the flow polls all along: its librdkafka log lines come out as the
     flow's own (:class:`riverbed.logs.LibrdkafkaLog`)."""
-    return Consumer(
-        {**consumer_config(settings), "logger": LibrdkafkaLog("riverbed.flow.kafka.client")}
-    )
+    return Consumer({**consumer_config(settings), "logger": CLIENT_LOG})
 
 
 def topic_partitions(settings: Settings, topic: str, timeout: float = 30.0) -> list[int]:

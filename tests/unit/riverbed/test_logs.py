@@ -53,3 +53,14 @@ def test_retries_librdkafka_makes_by_itself_are_info_not_warnings(
         (logging.INFO, "GETPID"),
         (logging.ERROR, "FAIL"),
     ]
+
+
+def test_a_quiet_client_logs_every_line_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """riverbed.kafka_admin.quiet_admin: refused connections to a starting node are
+    expected there, even the ones librdkafka reports as errors."""
+    caplog.set_level(logging.DEBUG, logger="test.kafka.quiet")
+    sink = LibrdkafkaLog("test.kafka.quiet", at=logging.DEBUG)
+    sink.log(logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#admin-1", "Connection refused")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "FAIL [rdkafka#admin-1] Connection refused")
+    ]
