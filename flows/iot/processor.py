@@ -234,6 +234,7 @@ class DeviceProcessor:
             dlq=dlq,
             counts=counts,
             caught_up=batch.caught_up,
+            backlog=batch.backlog,
         )
         room = RoomInput(self.partition, joined, windows.watermark_us, batch.idle)
         return IotOutput(processed, window_rows, room)

@@ -147,7 +147,9 @@ class KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         caught_up = not full and self._caught_up()
         idle = caught_up and now - self._last_message >= self._idle_after_s
         return [
-            SourceBatch(self._partition, records, self._position, caught_up, idle, table or None)
+            SourceBatch(
+                self._partition, records, self._position, caught_up, idle, table or None, full
+            )
         ]
 
     def _caught_up(self) -> bool:

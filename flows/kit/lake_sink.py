@@ -9,7 +9,8 @@ While it works through a backlog, the transaction is committed at flushes only.
 Rows are staged in the process's :class:`~flows.kit.lake_commits.LakeCommitter`.
 
 A *flush* happens every ``flush_interval_s`` (counted for the whole process: the first
-partition to see it due flushes for all), when ``flush_rows`` rows are staged, and in
+partition to see it due flushes for all), when ``flush_rows`` rows are staged, when
+the process's partitions caught up at the end of a backlog, and in
 every ``snapshot()`` (Bytewax calls it at the end of each epoch, so everything
 before a recovery snapshot is durable). The interval and row-count flushes run behind
 the worker, on the committer's thread (:meth:`LakeCommitter.flush_behind`); the
@@ -174,7 +175,15 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
         self._caught_up = batch.caught_up
         if self._covered_next is None or batch.next_offset > self._covered_next:
             self._covered_next = batch.next_offset
-        self.committer.stage(self.partition, batch.next_offset, event_rows, alert_rows, produced)
+        self.committer.stage(
+            self.partition,
+            batch.next_offset,
+            event_rows,
+            alert_rows,
+            produced,
+            caught_up=batch.caught_up,
+            backlog=batch.backlog,
+        )
 
     def _commit_kafka(self) -> None:
         if self._covered_next is not None:

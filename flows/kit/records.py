@@ -28,7 +28,9 @@ class SourceBatch:
 
     ``next_offset`` is the partition position after the batch; ``caught_up`` says the
     position reached the high watermark; ``idle`` that it is caught up and has had no
-    message for a while (wall time), so downstream may stop waiting for it.
+    message for a while (wall time), so downstream may stop waiting for it;
+    ``backlog`` that the read filled the batch (more was waiting: the partition is
+    working through a backlog, not following live traffic).
     """
 
     partition: int
@@ -39,6 +41,7 @@ class SourceBatch:
     # Records of the co-partitioned table topic (a stream-table join's table side)
     # read since the last batch; the processor applies each from its Kafka timestamp on.
     table: list[RawRecord] | None = None
+    backlog: bool = False
 
 
 @dataclass(slots=True)
@@ -111,3 +114,4 @@ class ProcessedBatch:
     dlq: list[DlqRecord]
     counts: Counts
     caught_up: bool = False
+    backlog: bool = False  # the source batch's (SourceBatch.backlog)

@@ -174,6 +174,7 @@ class PartitionProcessor:
             dlq=dlq,
             counts=counts,
             caught_up=batch.caught_up,
+            backlog=batch.backlog,
         )
         return ProcessorOutput(processed, self._merger_news(batch.idle))
 

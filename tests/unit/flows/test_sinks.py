@@ -396,3 +396,33 @@ def test_the_committer_lets_closed_sinks_go_and_leaves_shared_with_the_last(
     second.close()
     assert LakeCommitter.shared(tmp_path, TOPIC, SPEC.datasets) is not committer
     assert versions(tmp_path) == {1: 10, 2: 8}
+
+
+def test_the_end_of_a_backlog_flushes_at_once_live_batches_wait_for_the_interval(
+    tmp_path: Path,
+) -> None:
+    committer = LakeCommitter(tmp_path, TOPIC, SPEC.datasets)
+    sinks = [sink(tmp_path, [], partition=p, committer=committer)[0] for p in (0, 1)]
+
+    def write(s: LakePartitionSink, offsets: range, *, caught_up: bool, backlog: bool) -> None:
+        batch = processed(offsets)
+        batch.partition, batch.caught_up, batch.backlog = s.partition, caught_up, backlog
+        s.write_batch([batch])
+        committer.wait()
+
+    # Live traffic: both partitions caught up, no full batch; the hour's interval is
+    # not up and 10,000 rows are not staged, so nothing is committed.
+    write(sinks[0], range(0, 10), caught_up=True, backlog=False)
+    write(sinks[1], range(0, 10), caught_up=True, backlog=False)
+    assert versions(tmp_path) == {}
+    # A backlog: both read full batches; partition 0 catches up while partition 1 is
+    # still behind (no flush), then partition 1 catches up: that flush is due at once.
+    write(sinks[0], range(10, 20), caught_up=False, backlog=True)
+    write(sinks[1], range(10, 20), caught_up=False, backlog=True)
+    write(sinks[0], range(20, 25), caught_up=True, backlog=False)
+    assert versions(tmp_path) == {}, "partition 1 is still behind"
+    write(sinks[1], range(20, 22), caught_up=True, backlog=False)
+    assert versions(tmp_path) == {0: 25, 1: 22}
+    # Back to live: the next caught-up batch waits for the interval again.
+    write(sinks[0], range(25, 30), caught_up=True, backlog=False)
+    assert versions(tmp_path) == {0: 25, 1: 22}
