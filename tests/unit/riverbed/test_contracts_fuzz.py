@@ -5,13 +5,21 @@ stays up and accounts for every message."""
 import json
 import math
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.kit.records import SourceBatch
 from flows.payments.config import FlowConfig
 from flows.payments.processor import PartitionProcessor
-from riverbed.contracts.payments import InvalidEvent, decode_transaction
+from riverbed.contracts.payments import (
+    InvalidEvent,
+    Transaction,
+    check_rules,
+    decode_transaction,
+    decode_transaction_at,
+)
+from riverbed.contracts.wire import decode_error, micros
 from tests.support.transactions import NOW, VALID_TRANSACTION
 
 FIELDS = (
@@ -130,3 +138,65 @@ def test_known_hostile_inputs() -> None:
         b'{"amount": Infinity}',
     ]
     assert [outcome(raw) for raw in hostile] == ["invalid"] * len(hostile)
+
+
+# The contract's rules alone: a plain decoder (types only) and check_rules, all in Python.
+_plain = msgspec.json.Decoder(Transaction)
+
+
+def by_the_rules(raw: bytes | None, now_us: int) -> tuple:
+    if raw is None:
+        return ("invalid", "value: message has no value (tombstone)")
+    try:
+        txn = _plain.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return ("invalid", str(decode_error(exc)))
+    try:
+        return ("valid", msgspec.structs.astuple(txn), check_rules(txn, now_us))
+    except InvalidEvent as exc:
+        return ("invalid", str(exc))
+
+
+def as_decoded(raw: bytes | None, now_us: int) -> tuple:
+    try:
+        txn, event_us = decode_transaction_at(raw, now_us)
+    except InvalidEvent as exc:
+        return ("invalid", str(exc))
+    assert isinstance(txn, Transaction)
+    return ("valid", msgspec.structs.astuple(txn), event_us)
+
+
+# A valid transaction with one field replaced: reaches each rule on its own.
+one_off = st.tuples(st.sampled_from(FIELDS), json_values | st.floats()).map(
+    lambda fv: json.dumps({**VALID_TRANSACTION, fv[0]: fv[1]}).encode()
+)
+
+
+@settings(FUZZ, max_examples=1000)
+@given(messages | valid | one_off | st.none())
+def test_the_checked_decoder_gives_the_verdicts_and_reasons_of_the_rules(raw: bytes) -> None:
+    """decode_transaction_at checks most rules inside msgspec (C), then the rest; its
+    verdicts, values and DLQ reasons must be exactly those of the rules in Python."""
+    now_us = micros(NOW)
+    assert as_decoded(raw, now_us) == by_the_rules(raw, now_us)
+
+
+def test_the_checked_decoder_turns_away_each_rule_by_its_own_reason() -> None:
+    now_us = micros(NOW)
+    broken = {
+        "transaction_id": " ",
+        "mcc": "54a1",
+        "amount": 0,
+        "currency": "XXX",
+        "country": "ZZ",
+        "lat": 91.0,
+        "lon": -180.5,
+        "channel": "mail",
+        "event_time": "2026-11-25 12:00:00",
+    }
+    for field, value in broken.items():
+        raw = json.dumps({**VALID_TRANSACTION, field: value}).encode()
+        verdict = as_decoded(raw, now_us)
+        assert verdict[0] == "invalid" and verdict[1].startswith(f"{field}:"), verdict
+        assert verdict == by_the_rules(raw, now_us)
+    assert as_decoded(json.dumps(VALID_TRANSACTION).encode(), now_us)[0] == "valid"
