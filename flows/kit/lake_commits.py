@@ -126,6 +126,7 @@ class LakeCommitter:
         # The workers of a process share the committer: one of them at a time takes a
         # flush, after the one running behind.
         self._gate = threading.Lock()
+        self._on_tick: list[Callable[[], object]] = []
 
     @classmethod
     def shared(cls, lake_dir: Path, topic: str, datasets: StreamDatasets) -> LakeCommitter:
@@ -195,6 +196,25 @@ class LakeCommitter:
         with self._shared_lock:
             if self._shared.get(key) is self:  # not so for one made without shared()
                 del self._shared[key]
+
+    def on_tick(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` at every :meth:`tick`.
+
+        The partition sinks of a process tick after every batch, and a source sends one
+        every ~0.5 s even when no message arrives. A sink of the process that flushes on
+        an interval but only gets items now and then (an upsert sink: windows are
+        emitted when they close) hangs its due check here, so the last rows it got are
+        written within an interval, not when the next window closes or at the next
+        recovery snapshot (two minutes: the last windows of a drain waited that long).
+        """
+        with self._lock:
+            self._on_tick.append(callback)
+
+    def tick(self) -> None:
+        with self._lock:
+            callbacks = list(self._on_tick)
+        for callback in callbacks:
+            callback()
 
     def hold_kafka(self) -> None:
         """Abort every partition's open Kafka transaction, keeping its records: the lake

@@ -141,6 +141,7 @@ class LakePartitionSink(StatefulSinkPartition[ProcessedBatch, None]):
             # Live: alerts out after their batch, the rest within ~MAX_OPEN_S. Behind: only
             # at flushes (throughput).
             self.outputs.commit(self._covered_next)
+        self.committer.tick()  # the process's upsert sinks: their interval flush
 
     # -- logic -----------------------------------------------------------------------
     def _take(self, batch: ProcessedBatch) -> None:

@@ -80,13 +80,17 @@ class Stream:
         """A sink upserting ``target``'s rows into the lake."""
 
         def make() -> UpsertSinkPartition[R]:
-            return UpsertSinkPartition(
+            partition = UpsertSinkPartition(
                 target,
                 lake_dir=self.settings.lake_dir,
                 flush_interval_s=self.settings.flush_interval_s,
                 status=self.status,
                 on_outage=self.committer.hold_kafka,
             )
+            # Its interval flush also runs at the partition sinks' ticks (a process
+            # reading no partition has none: its rows then wait for the next ones).
+            self.committer.on_tick(partition.flush_if_due)
+            return partition
 
         return UpsertSink(target.dataset, make)
 

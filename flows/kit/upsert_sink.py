@@ -11,7 +11,11 @@ Each target gets its own sink with one partition (the step before it is a single
 stateful key, or its rows are few). Rows are buffered (a later row of a key replaces
 an earlier one if the target allows it) and flushed every interval and in every
 snapshot. A flush is one Delta MERGE on the target's key columns
-(:data:`riverbed.lake.MERGE_KEYS`).
+(:data:`riverbed.lake.MERGE_KEYS`). Rows arrive now and then (windows when they
+close), so the interval is also checked at every tick of the process's partition
+sinks (:meth:`UpsertSinkPartition.flush_if_due`, from
+:meth:`flows.kit.lake_commits.LakeCommitter.on_tick`): the last rows before a quiet
+spell are written within an interval and a tick, not at the next recovery snapshot.
 
 Fencing: a sink takes the table over when it starts, by committing the next
 generation of the application transaction ``target.app`` (the newest writer wins, as
@@ -28,6 +32,7 @@ later step failed is harmless to repeat.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -83,18 +88,27 @@ class UpsertSinkPartition(StatefulSinkPartition[list[R], None], Generic[R]):
         self._written(lambda: self.writer.take_over([target.app]), "take over")
         self._rows: dict[Hashable, R] = {}
         self._last_flush = time.monotonic()
+        # flush_if_due comes from the partition sinks' worker, which may be another
+        # thread than this sink's (a process with several workers).
+        self._lock = threading.Lock()
 
     def write_batch(self, values: list[list[R]]) -> None:
-        with reported():
+        with reported(), self._lock:
             self._write_batch(values)
 
     def snapshot(self) -> None:
-        with reported():
+        with reported(), self._lock:
             self.flush()
 
     def close(self) -> None:
-        with reported():
+        with reported(), self._lock:
             self.flush()
+
+    def flush_if_due(self) -> None:
+        """Flush what is held if the interval since the last flush has passed."""
+        with self._lock:
+            if self._rows and time.monotonic() - self._last_flush >= self.flush_interval_s:
+                self.flush()
 
     def _write_batch(self, values: list[list[R]]) -> None:
         replaces = self.target.replaces

@@ -426,3 +426,22 @@ def test_the_end_of_a_backlog_flushes_at_once_live_batches_wait_for_the_interval
     # Back to live: the next caught-up batch waits for the interval again.
     write(sinks[0], range(25, 30), caught_up=True, backlog=False)
     assert versions(tmp_path) == {0: 25, 1: 22}
+
+
+def test_windows_held_by_the_upsert_sink_are_written_at_a_partition_sinks_tick(
+    tmp_path: Path,
+) -> None:
+    """Windows arrive now and then; the last ones before a quiet spell must not wait for
+    the next window or the next recovery snapshot: the partition sinks' ticks flush them."""
+    committer = LakeCommitter(tmp_path, TOPIC, SPEC.datasets)
+    partition, _outputs = sink(tmp_path, [], committer=committer)
+    windows = UpsertSinkPartition(
+        merchant_minute(TOPIC), lake_dir=tmp_path, flush_interval_s=0.3, status=None
+    )
+    committer.on_tick(windows.flush_if_due)
+    windows.write_batch([[window("a", 0, 1)]])  # the interval is not up: held
+    partition.write_batch([processed(range(0, 0))])  # a tick, too early
+    assert not lake.table_exists(tmp_path, "merchant_minute") or stored_windows(tmp_path) == []
+    time.sleep(0.35)
+    partition.write_batch([processed(range(0, 0))])  # a tick: nothing else arrived
+    assert stored_windows(tmp_path) == [("a", T0, 1)]
