@@ -114,7 +114,10 @@ def open_stream(settings: Settings, spec: StreamSpec) -> Stream:
         )
     topic = spec.topic
     events = (spec.datasets.domain, spec.datasets.events)
-    partitions = topic_partitions(settings, topic)
+    try:
+        partitions = topic_partitions(settings, topic)
+    except RuntimeError as exc:  # the message says what to do; a traceback adds nothing
+        raise SystemExit(f"riverbed: {exc}") from None
     status = StatusBoard(
         flow_dir / status_file_name(process_id), flow=spec.flow, process_id=process_id
     )

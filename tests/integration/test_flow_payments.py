@@ -332,6 +332,18 @@ def test_a_new_instance_fences_the_old_one(kafka_settings: Settings) -> None:
     assert committed_offsets(settings, partitions=[1]) == {1: 2}
 
 
+def run_by_hand(settings: Settings, module: str, flow: str) -> subprocess.CompletedProcess:
+    """``python -m <module> <flow>`` with the settings, to its end, as a person would."""
+    return subprocess.run(
+        [sys.executable, "-m", module, flow],
+        env={**os.environ, **settings_env(settings)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_second_copy_started_during_a_run_stops_and_duplicates_nothing(
     kafka_settings: Settings,
 ) -> None:
@@ -343,14 +355,7 @@ def test_a_second_copy_started_during_a_run_stops_and_duplicates_nothing(
     try:
         produce(settings, events[:10_000])
         wait_until(lambda: bool(read_status(flow_dir(settings))), 60, "a flush", first, log)
-        second = subprocess.run(
-            [sys.executable, "-m", "bytewax.run", "flows.payments:get_flow()"],
-            env={**os.environ, **settings_env(settings)},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        second = run_by_hand(settings, "bytewax.run", "flows.payments:get_flow()")
         assert second.returncode != 0
         assert "the payments flow is already running here (pid" in second.stderr, second.stderr
         produce(settings, events[10_000:])
@@ -367,6 +372,16 @@ def test_a_second_copy_started_during_a_run_stops_and_duplicates_nothing(
         json.loads(m.value())["alert_id"] for m in read_topic(settings, PAYMENTS_ALERTS)
     )
     assert alerts and max(alerts.values()) == 1, "no alert published twice"
+
+
+def test_a_flow_over_a_missing_topic_stops_saying_what_to_do_without_a_traceback(
+    kafka_settings: Settings,
+) -> None:
+    settings = flow_settings(kafka_settings)
+    run = run_by_hand(settings, "flows.run", "flows.payments:get_flow(topic_prefix='absent.')")
+    assert run.returncode != 0
+    assert "topic 'absent.payments.transactions' is not available" in run.stderr, run.stderr
+    assert "riverbed topics apply" in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
 def test_a_copy_on_another_host_is_fenced_by_kafka_and_delta(kafka_settings: Settings) -> None:
