@@ -15,7 +15,8 @@ snapshot. A flush is one Delta MERGE on the target's key columns
 close), so the interval is also checked at every tick of the process's partition
 sinks (:meth:`UpsertSinkPartition.flush_if_due`, from
 :meth:`flows.kit.lake_commits.LakeCommitter.on_tick`): the last rows before a quiet
-spell are written within an interval and a tick, not at the next recovery snapshot.
+spell are written within an interval and a tick, not at the next recovery snapshot;
+rows the step before marks :class:`Settled` (the stream went quiet) are written at once.
 
 Fencing: a sink takes the table over when it starts, by committing the next
 generation of the application transaction ``target.app`` (the newest writer wins, as
@@ -67,6 +68,13 @@ class UpsertTarget(Generic[R]):
     to_arrow: Callable[[list[R]], pa.Table]
 
 
+class Settled(list):
+    """Rows after which no more are expected soon (every partition went quiet and the
+    step before emitted what it held): the sink writes them at once, not at the end of
+    its interval. A quiet spell comes at most once per ``idle_after_s`` of silence, so
+    this adds few commits."""
+
+
 class UpsertSinkPartition(StatefulSinkPartition[list[R], None], Generic[R]):
     def __init__(
         self,
@@ -112,13 +120,15 @@ class UpsertSinkPartition(StatefulSinkPartition[list[R], None], Generic[R]):
 
     def _write_batch(self, values: list[list[R]]) -> None:
         replaces = self.target.replaces
+        settled = False
         for rows in values:
+            settled = settled or isinstance(rows, Settled)
             for row in rows:
                 key = self.target.key(row)
                 held = self._rows.get(key)
                 if held is None or replaces(row, held):
                     self._rows[key] = row
-        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+        if settled or time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
     def flush(self) -> None:

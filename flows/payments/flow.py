@@ -59,7 +59,7 @@ from flows.kit.processing import ProcessingSource
 from flows.kit.records import ProcessedBatch
 from flows.kit.steps import pickled_step
 from flows.kit.stream import StreamSpec, open_stream
-from flows.kit.upsert_sink import UpsertTarget
+from flows.kit.upsert_sink import Settled, UpsertTarget
 from flows.payments.config import FlowConfig
 from flows.payments.processor import PartitionProcessor
 from flows.payments.records import (
@@ -100,7 +100,10 @@ def _merge_step(partitions: list[int], config: FlowConfig) -> Callable:
         rows: list[MerchantMinuteRow] = []
         for msg in values:
             rows.extend(merger.on_input(msg))
-        return [rows] if rows else []
+        if not rows:
+            return []
+        # Every partition idle: these close the last windows, written at once.
+        return [Settled(rows) if merger.all_idle() else rows]
 
     return pickled_step(lambda _first: WindowMerger.for_partitions(partitions, config), run)
 

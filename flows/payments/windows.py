@@ -251,6 +251,10 @@ class WindowMerger:
         self._forget()
         return rows
 
+    def all_idle(self) -> bool:
+        """Every partition has reported and is idle: every window held is final."""
+        return len(self.parts) == len(self.partitions) and all(p.idle for p in self.parts.values())
+
     def frontier_us(self) -> int | None:
         """Windows ending at or before this are final; None while any partition holds back."""
         if len(self.parts) < len(self.partitions):

@@ -20,7 +20,7 @@ from flows.kit.lake_commits import LakeCommitter
 from flows.kit.lake_sink import LakePartitionSink
 from flows.kit.records import Counts, DlqRecord, ProcessedBatch
 from flows.kit.status import StatusBoard, read_status
-from flows.kit.upsert_sink import UpsertSinkPartition
+from flows.kit.upsert_sink import Settled, UpsertSinkPartition
 from flows.payments import SPEC
 from flows.payments.flow import merchant_minute
 from flows.payments.records import AlertRecord, MerchantMinuteRow, TxnColumns
@@ -445,3 +445,11 @@ def test_windows_held_by_the_upsert_sink_are_written_at_a_partition_sinks_tick(
     time.sleep(0.35)
     partition.write_batch([processed(range(0, 0))])  # a tick: nothing else arrived
     assert stored_windows(tmp_path) == [("a", T0, 1)]
+
+
+def test_settled_rows_are_written_at_once(tmp_path: Path) -> None:
+    windows = window_sink(tmp_path)  # an hour's interval
+    windows.write_batch([[window("a", 0, 1)]])
+    assert not lake.table_exists(tmp_path, "merchant_minute") or stored_windows(tmp_path) == []
+    windows.write_batch([Settled([window("b", 0, 2)])])
+    assert stored_windows(tmp_path) == [("a", T0, 1), ("b", T0, 2)]

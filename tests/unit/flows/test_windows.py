@@ -83,8 +83,10 @@ def test_idle_partitions_do_not_hold_windows_open() -> None:
     m.on_input(MergerInput(0, [delta("m", 0, 1, 100, 1)], T0 + 10 * S, False))
     assert m.on_input(MergerInput(1, [], None, True)) == []
     # Partition 0 goes idle at the end of its input: everything closes.
+    assert not m.all_idle()
     rows = m.on_input(MergerInput(0, [delta("m", 1, 1, 100, 1)], T0 + 80 * S, True))
     assert [(r.window_start_us, r.txn_count) for r in rows] == [(T0, 1), (T0 + M, 1)]
+    assert m.all_idle(), "what it emitted closes the last windows: the sink writes it at once"
 
 
 def test_late_news_from_an_idle_partition_corrects_a_closed_window() -> None:
