@@ -136,13 +136,6 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
             f.result()
 
 
-def delete_group(settings: Settings, group: str) -> None:
-    admin = AdminClient(settings.kafka_client_config())
-    for f in admin.delete_consumer_groups([group], request_timeout=30).values():
-        with contextlib.suppress(confluent_kafka.KafkaException):
-            f.result()
-
-
 # The pre-load's event time starts at noon (UTC) yesterday, not at "now": which cities
 # are awake (so which cards transact, so which rules fire) depends on the hour of the
 # day, and the input must not depend on the hour the benchmark runs at. Yesterday, not
@@ -365,14 +358,14 @@ def lake_progress(lake_dir: Path, parts: list[int]) -> Callable[[], dict[int, in
     0.1 s cost ~22 ms of CPU a time (measured), a fifth of a core taken from the flow
     it measures; catching up costs ~1 ms.
     """
-    handle: list = []
+    table = None
 
     def read() -> dict[int, int]:
-        if not handle:
+        nonlocal table
+        if table is None:
             if not lake.table_exists(lake_dir, "transactions"):
                 return {}
-            handle.append(lake.open_table(lake_dir, "transactions"))
-        table = handle[0]
+            table = lake.open_table(lake_dir, "transactions")
         table.update_incremental()
         return lake.stored_offsets(table, SOURCE, parts)
 
@@ -441,7 +434,7 @@ def throughput(
     )
     print(f"  baseline: {baseline.rate:,.0f} events/s ({base_s:.1f}s)", flush=True)
     delete_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
-    delete_group(settings, group)
+    kafka_admin.delete_groups(AdminClient(settings.kafka_client_config()), [group])
     return [*drains, baseline]
 
 

@@ -274,12 +274,7 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
     delete_topics(admin, [spec.name for spec in CATALOG])
     if groups is None:
         groups = [g.group_id for g in admin.list_consumer_groups().result().valid]
-    groups = list(groups)
-    if groups:
-        for future in admin.delete_consumer_groups(groups, request_timeout=TIMEOUT_S).values():
-            # A group still in use by a lingering client is not ours to fight.
-            with contextlib.suppress(KafkaException):
-                future.result()
+    delete_groups(admin, groups)
     deadline = time.monotonic() + 60
     while True:
         results = apply_topics(settings)
@@ -291,6 +286,18 @@ def recreate_topics(settings: Settings, groups: Iterable[str] | None = None) -> 
                 "could not recreate topics: " + "; ".join(r.summary() for r in results)
             )
         time.sleep(0.5)
+
+
+def delete_groups(admin: AdminClient, groups: Iterable[str]) -> None:
+    """Delete the consumer groups ``groups`` (their committed offsets); one still in use
+    by a lingering client is left alone."""
+    groups = list(groups)
+    if not groups:
+        return
+    for future in admin.delete_consumer_groups(groups, request_timeout=TIMEOUT_S).values():
+        # A group still in use by a lingering client is not ours to fight.
+        with contextlib.suppress(KafkaException):
+            future.result()
 
 
 def _wait_until_led(settings: Settings, names: list[str]) -> None:

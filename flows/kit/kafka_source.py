@@ -148,7 +148,13 @@ class KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         idle = caught_up and now - self._last_message >= self._idle_after_s
         return [
             SourceBatch(
-                self._partition, records, self._position, caught_up, idle, table or None, full
+                self._partition,
+                records,
+                self._position,
+                caught_up,
+                idle,
+                table or None,
+                backlog=full,
             )
         ]
 
