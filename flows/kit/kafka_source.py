@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -259,7 +260,10 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
         tick_s: float = 0.5,
         idle_after_s: float = 3.0,
         table_topic: str | None = None,
+        on_build: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_build(partition)`` is called as this worker builds a partition's part
+        (:func:`flows.kit.stream.open_stream` starts that partition's Kafka outputs then)."""
         if table_topic is not None:
             table_partitions = topic_partitions(settings, table_topic)
             if not set(partitions) <= set(table_partitions):
@@ -277,12 +281,15 @@ class KafkaPartitionedSource(FixedPartitionedSource[SourceBatch, int]):
         self._batch_size = batch_size
         self._tick_s = tick_s
         self._idle_after_s = idle_after_s
+        self._on_build = on_build
 
     def list_parts(self) -> list[str]:
         return [part_name(self._topic, p) for p in self._partitions]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> KafkaPartition:
         partition = part_number(for_part)
+        if self._on_build is not None:
+            self._on_build(partition)
         consumer = polled_consumer(self._settings)
         if resume_state is not None:
             position, origin = resume_state, "recovery snapshot"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from flows.kit import flow_lock, runner, shutdown, start_offsets
-from flows.kit.kafka_outputs import KafkaOutputs
+from flows.kit.kafka_outputs import KafkaOutputs, OutputsInAdvance
 from flows.kit.kafka_source import KafkaPartitionedSource, topic_partitions
 from flows.kit.lake_commits import LakeCommitter, StreamDatasets
 from flows.kit.lake_sink import LakePartitionedSink, LakePartitionSink
@@ -132,8 +132,8 @@ def open_stream(settings: Settings, spec: StreamSpec) -> Stream:
         metrics.serve(settings, spec.flow, process_id)
         committer.metrics = metrics
 
-    def make_partition(partition: int) -> LakePartitionSink:
-        outputs = KafkaOutputs(
+    def make_outputs(partition: int) -> KafkaOutputs:
+        return KafkaOutputs(
             settings,
             source_topic=topic,
             partition=partition,
@@ -141,11 +141,15 @@ def open_stream(settings: Settings, spec: StreamSpec) -> Stream:
             alerts_topic=spec.alerts_topic,
             metrics=metrics,
         )
+
+    outputs = OutputsInAdvance(make_outputs)
+
+    def make_partition(partition: int) -> LakePartitionSink:
         return LakePartitionSink(
             committer=committer,
             topic=topic,
             partition=partition,
-            outputs=outputs,
+            outputs=outputs.take(partition),
             flush_interval_s=settings.flush_interval_s,
             flush_rows=settings.flush_rows,
             status=status,
@@ -161,7 +165,12 @@ def open_stream(settings: Settings, spec: StreamSpec) -> Stream:
         spec=spec,
         partitions=partitions,
         source=KafkaPartitionedSource(
-            settings, topic, partitions, start_offsets=start, table_topic=spec.table_topic
+            settings,
+            topic,
+            partitions,
+            start_offsets=start,
+            table_topic=spec.table_topic,
+            on_build=outputs.start,
         ),
         partition_sink=LakePartitionedSink(
             topic=topic, partitions=partitions, make_partition=make_partition

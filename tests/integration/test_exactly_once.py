@@ -268,6 +268,9 @@ def run_interrupted(
     for status in read_status(flow_dir(settings)):
         committed.update(status["committed_offsets"])
     assert committed == {f"{PAYMENTS_TRANSACTIONS}/{p}": ends[p] for p in partitions}
+    # Each process waited for the lower ones to listen (flows.kit.cluster_start), so
+    # none started a second late in Timely's connect retry.
+    assert "error connecting to worker" not in log.read_text()
 
 
 # -- checks ------------------------------------------------------------------------------
