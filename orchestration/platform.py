@@ -36,7 +36,7 @@ from typing import IO
 
 import psutil
 
-from orchestration.lib import flows
+from orchestration.lib import flows, webserver
 from orchestration.lib.keys import flow_key, topic_key
 from riverbed import locks, processes, prometheus
 from riverbed.logs import configure_logging
@@ -347,6 +347,35 @@ def _stopped_within(process: subprocess.Popen[bytes], timeout: float, stopping: 
     return True
 
 
+def cancel_dagster_runs(settings: Settings, stopping: Stopping) -> None:
+    """Cancel Dagster's runs that have not ended (a warehouse build, as a rule) while
+    Dagster still answers. Stopped with Dagster instead, a run is interrupted under way
+    and Dagster records it as failed ("interrupted unexpectedly. No user initiated
+    termination request was found"); canceled, it shows as CANCELED, and the next
+    start builds the warehouse again. A run a sensor launches meanwhile is canceled too."""
+    asked: dict[str, str] = {}
+    began = time.monotonic()
+    try:
+        while running := webserver.runs_in_flight(settings):
+            for run_id, (job, status) in running.items():
+                if run_id not in asked and status != "CANCELING":
+                    webserver.cancel_run(settings, run_id, status)
+                    asked[run_id] = job
+            if time.monotonic() - began > stopping.timeout(30.0):
+                say(f"Dagster runs still ending after {time.monotonic() - began:.0f} s; "
+                    "stopping Dagster anyway")  # fmt: skip
+                return
+            time.sleep(0.5)
+    except (OSError, webserver.GraphQLError) as exc:
+        say(f"could not cancel Dagster's runs in flight ({exc}); Dagster may record "
+            "them as failed")  # fmt: skip
+        return
+    if asked:
+        jobs = ", ".join(sorted(set(asked.values())))
+        say(f"canceled {len(asked)} Dagster run(s) in flight ({jobs}); Dagster shows them "
+            "as CANCELED")  # fmt: skip
+
+
 def stop_flows(settings: Settings, stopping: Stopping) -> None:
     for domain in flows.FLOWS:
         if flows.stop(settings, domain, timeout=lambda: stopping.timeout(30.0)):
@@ -400,6 +429,8 @@ def run(settings: Settings, *, with_producer: bool = True) -> int:
         with Stopping() as stopping:
             producer = [c for c in children if c.name == "producer"]
             stop_children(producer, stopping)
+            if any(c.name == "dagster" and c.process.poll() is None for c in children):
+                cancel_dagster_runs(settings, stopping)
             stop_flows(settings, stopping)
             stop_children([c for c in children if c.name != "producer"], stopping)
             if owns_broker:
