@@ -21,9 +21,13 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from riverbed.logs import command_settings
-from riverbed.settings import Settings, load_settings
+# Only the standard library at import time: the rest (pydantic, Kafka) is imported by
+# main(), where a Ctrl-C during those ~0.2 s ends the command quietly (exit 130) instead
+# of printing Python's KeyboardInterrupt traceback from the middle of an import.
+if TYPE_CHECKING:
+    from riverbed.settings import Settings
 
 # Domains a producer or flow exists for; the modules are imported on demand
 # because riverbed/ must not depend on producers/ or flows/ at import time.
@@ -51,6 +55,8 @@ def cmd_kafka(settings: Settings, args: argparse.Namespace) -> int:
     if args.secure:
         overrides["kafka_secure"] = True
     if overrides:
+        from riverbed.settings import load_settings
+
         settings = load_settings(**overrides)
     cluster = LocalCluster(settings)
     try:
@@ -273,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from riverbed.logs import command_settings
+
         try:
             settings = command_settings()
         except SystemExit as exc:
