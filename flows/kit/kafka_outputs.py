@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import NoReturn
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from flows.kit.kafka_source import CLIENT_LOG, consumer_config
+from flows.kit.kafka_source import CLIENT_LOG, polled_consumer
 from flows.kit.metrics import FlowMetrics
 from flows.kit.records import Alert, DlqRecord
 from riverbed.kafka_admin import committed_offsets
@@ -179,7 +179,7 @@ class KafkaOutputs:
         )
         # Not a group member (the source assigns partitions itself): it only gives the
         # group's metadata to send_offsets_to_transaction and reads the committed offset.
-        self._group = Consumer(consumer_config(settings, **READ_COMMITTED))
+        self._group = polled_consumer(settings, **READ_COMMITTED)
         self._metadata = self._group.consumer_group_metadata()
         self._stuck_in: object = None
         self._watchdog = _Watchdog(_TIMEOUT_S + WEDGE_GRACE_S, self._wedged)
@@ -376,6 +376,7 @@ class KafkaOutputs:
             self.metrics.kafka_committed(self.partition, self._pending_dlq, self._pending_alerts)
         self._forget_pending()
         self.committed = max(self.committed, next_offset)
+        self._group.poll(0)  # its log lines (see polled_consumer)
         return True
 
     def _forget_pending(self) -> None:
@@ -456,6 +457,7 @@ class KafkaOutputs:
             self._open_since = None
             self._forget_pending()
         self._producer.flush(10)
+        self._group.poll(0)
         self._group.close()
 
 

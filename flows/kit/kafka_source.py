@@ -70,18 +70,21 @@ def consumer_config(settings: Settings, **overrides: str | int | bool) -> dict:
     return conf
 
 
-def polled_consumer(settings: Settings) -> Consumer:
-    """A consumer the flow polls all along: its librdkafka log lines come out as the
-    flow's own (:class:`riverbed.logs.LibrdkafkaLog`)."""
-    return Consumer({**consumer_config(settings), "logger": CLIENT_LOG})
+def polled_consumer(settings: Settings, **overrides: object) -> Consumer:
+    """A consumer whose librdkafka log lines (a broker's connection lost or refused) come
+    out as the flow's own (:class:`riverbed.logs.LibrdkafkaLog`), not as raw ``%3|…``
+    lines on stderr. confluent-kafka hands them over in ``poll()``: a consumer that is
+    only asked for metadata or offsets is polled with ``poll(0)`` after its calls."""
+    return Consumer({**consumer_config(settings, **overrides), "logger": CLIENT_LOG})
 
 
 def topic_partitions(settings: Settings, topic: str, timeout: float = 30.0) -> list[int]:
     """The topic's partitions, from the cluster (fails clearly if the topic is missing)."""
-    consumer = Consumer(consumer_config(settings))
+    consumer = polled_consumer(settings)
     try:
         meta = cluster_metadata(consumer, topic, timeout).topics.get(topic)
     finally:
+        consumer.poll(0)  # its log lines (see polled_consumer)
         consumer.close()
     if meta is None or meta.error is not None or not meta.partitions:
         reason = meta.error if meta is not None else "not found"

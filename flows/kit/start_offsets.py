@@ -20,9 +20,9 @@ import logging
 import os
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
-from flows.kit.kafka_source import consumer_config
+from flows.kit.kafka_source import polled_consumer
 from riverbed import lake
 from riverbed.kafka_admin import committed_offsets
 from riverbed.settings import Settings
@@ -50,7 +50,7 @@ def resume_offsets(
     # Starting below a pending commit is safe: the outputs skip what they already have,
     # and each partition's KafkaOutputs reads the stable offset again after its
     # init_transactions() has fenced that run.
-    consumer = Consumer(consumer_config(settings, **{"isolation.level": "read_uncommitted"}))
+    consumer = polled_consumer(settings, **{"isolation.level": "read_uncommitted"})
     try:
         committed = committed_offsets(consumer, topic, partitions)
         _warn_if_outputs_ahead(settings, topic, in_lake, committed)
@@ -63,6 +63,7 @@ def resume_offsets(
             out[p] = max(start, low, 0)
         return out
     finally:
+        consumer.poll(0)  # its log lines (see polled_consumer)
         consumer.close()
 
 

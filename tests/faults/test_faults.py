@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -98,6 +99,7 @@ def test_kill_9_of_the_busiest_leader_loses_and_duplicates_nothing(
     record_property("worst_ack_s", round(stalls[-1], 2))
     assert recovered < 60, f"writes to every partition took {recovered:.1f} s to resume"
     assert check_lake_against(fault_settings, producer) > 0
+    assert raw_client_lines(log) == []
 
 
 def test_a_flow_frozen_past_its_timeouts_duplicates_nothing(
@@ -223,6 +225,7 @@ def test_losing_two_of_three_brokers_stops_writes_and_loses_nothing(
     assert set(errors) <= {"_MSG_TIMED_OUT", "NOT_ENOUGH_REPLICAS", "REQUEST_TIMED_OUT"}
     assert flow.unclear_exits() == []
     assert check_lake_against(fault_settings, producer) > 0
+    assert raw_client_lines(log) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting the lake's small disk (tmpfs) needs root")
@@ -360,3 +363,9 @@ def test_dagster_restarted_under_a_running_flow_leaves_it_running(
     assert tick is not None and tick["runIds"] == [], tick
     assert "payments: alive" in (tick["skipReason"] or ""), tick
     assert check_lake_against(settings, producer) > 0
+
+
+def raw_client_lines(log: Path) -> list[str]:
+    """librdkafka's own lines printed raw (``%3|<time>|FAIL|...``) in a flow's log: every
+    Kafka client of a flow hands them to the flow's logger instead (logfmt)."""
+    return [line for line in log.read_text().splitlines() if re.match(r"%\d\|", line)]
