@@ -38,6 +38,13 @@ PRODUCERS = {
 FLOWS = {"payments": "flows.payments:run_flow", "iot": "flows.iot:run_flow"}
 
 
+def _at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
 def _load(target: str) -> Callable[..., object]:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -208,7 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     flow_sub = flow.add_subparsers(dest="flow_action", required=True)
     run = flow_sub.add_parser("run", help="run a flow in the foreground")
     run.add_argument("domain", choices=sorted(FLOWS))
-    run.add_argument("--processes", type=int, default=1)
+    run.add_argument(
+        "--processes",
+        type=_at_least_one,
+        default=1,
+        help="flow processes, at most the topic's partitions (default 1)",
+    )
     run.add_argument("--no-recovery", action="store_true", help="no recovery store")
     run.set_defaults(func=cmd_flow)
 

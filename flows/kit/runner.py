@@ -62,6 +62,15 @@ def recovery_store() -> Path | None:
     return Path(value) if value else None
 
 
+def worker_count() -> int:
+    """The flow's workers across its processes: bytewax.run's ``-a`` addresses (one per
+    process) times its ``-w`` workers per process."""
+    addresses = _bytewax_option("-a", "--addresses", "BYTEWAX_ADDRESSES")
+    per_process = _bytewax_option("-w", "--workers-per-process", "BYTEWAX_WORKERS_PER_PROCESS")
+    processes = len([a for a in addresses.split(";") if a]) if addresses else 1
+    return max(processes, 1) * int(per_process or 1)
+
+
 def process_id() -> int | None:
     """This process's index in a multi-process run (bytewax.run's -i), else None."""
     value = _bytewax_option("-i", "--process-id", "BYTEWAX_PROCESS_ID")

@@ -118,6 +118,15 @@ def open_stream(settings: Settings, spec: StreamSpec) -> Stream:
         partitions = topic_partitions(settings, topic)
     except RuntimeError as exc:  # the message says what to do; a traceback adds nothing
         raise SystemExit(f"riverbed: {exc}") from None
+    workers = runner.worker_count()
+    if workers > len(partitions):
+        # Bytewax gives each partition to one worker: the others would only wait, and
+        # the one among them that holds the window writes would never get a tick.
+        raise SystemExit(
+            f"riverbed: {workers} workers for the {len(partitions)} partitions of {topic}: "
+            f"each partition is read by one worker, so run at most {len(partitions)} "
+            "(riverbed flow run --processes N; bytewax.run -i/-a and -w)"
+        )
     status = StatusBoard(
         flow_dir / status_file_name(process_id), flow=spec.flow, process_id=process_id
     )

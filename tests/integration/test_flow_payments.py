@@ -332,10 +332,12 @@ def test_a_new_instance_fences_the_old_one(kafka_settings: Settings) -> None:
     assert committed_offsets(settings, partitions=[1]) == {1: 2}
 
 
-def run_by_hand(settings: Settings, module: str, flow: str) -> subprocess.CompletedProcess:
-    """``python -m <module> <flow>`` with the settings, to its end, as a person would."""
+def run_by_hand(
+    settings: Settings, module: str, flow: str, *args: str
+) -> subprocess.CompletedProcess:
+    """``python -m <module> <flow> [args]`` with the settings, to its end, as a person would."""
     return subprocess.run(
-        [sys.executable, "-m", module, flow],
+        [sys.executable, "-m", module, flow, *args],
         env={**os.environ, **settings_env(settings)},
         cwd=REPO,
         capture_output=True,
@@ -382,6 +384,17 @@ def test_a_flow_over_a_missing_topic_stops_saying_what_to_do_without_a_traceback
     assert run.returncode != 0
     assert "topic 'absent.payments.transactions' is not available" in run.stderr, run.stderr
     assert "riverbed topics apply" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_more_workers_than_partitions_stops_saying_how_many_at_most(
+    kafka_settings: Settings,
+) -> None:
+    settings = flow_settings(kafka_settings)
+    partitions = len(end_offsets(settings))
+    run = run_by_hand(settings, "flows.run", "flows.payments:get_flow()", "-w", str(partitions + 1))
+    assert run.returncode != 0
+    assert f"{partitions + 1} workers for the {partitions} partitions" in run.stderr, run.stderr
+    assert f"run at most {partitions}" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_copy_on_another_host_is_fenced_by_kafka_and_delta(kafka_settings: Settings) -> None:
