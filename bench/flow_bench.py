@@ -66,7 +66,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from bench import profiling
 from flows.payments import (
@@ -104,7 +104,7 @@ PROFILES = PREFIX + PAYMENTS_CARD_PROFILES  # the flow joins it (empty here)
 
 
 def recreate_topics(settings: Settings, names: list[str]) -> None:
-    admin = AdminClient(settings.kafka_client_config())
+    admin = kafka_admin.admin_client(settings)
     kafka_admin.delete_topics(admin, names)
     deadline = time.monotonic() + 60
     while True:
@@ -131,10 +131,7 @@ def recreate_topics(settings: Settings, names: list[str]) -> None:
 
 
 def delete_topics(settings: Settings, names: list[str]) -> None:
-    admin = AdminClient(settings.kafka_client_config())
-    for f in admin.delete_topics(names, operation_timeout=30).values():
-        with contextlib.suppress(confluent_kafka.KafkaException):
-            f.result()
+    kafka_admin.delete_topics(kafka_admin.admin_client(settings), names)
 
 
 # The pre-load's event time starts at noon (UTC) yesterday, not at "now": which cities
@@ -147,6 +144,23 @@ def preload_start() -> float:
 
 
 PRELOAD_RATE = 200.0  # events per second of event time, `make run`'s default
+
+
+def preload_generator(
+    settings: Settings,
+    seed: int = 7,
+    *,
+    config: GeneratorConfig | None = None,
+    start: float | None = None,
+    rate: float = PRELOAD_RATE,
+) -> PaymentsGenerator:
+    """The generator of the pre-loaded traffic (see :func:`preload`)."""
+    return PaymentsGenerator(
+        config or GeneratorConfig.from_settings(settings),
+        seed=seed,
+        start=preload_start() if start is None else start,
+        rate=rate,
+    )
 
 
 def processor_us_per_event(settings: Settings, events: int = 200_000, passes: int = 3) -> float:
@@ -162,9 +176,7 @@ def processor_us_per_event(settings: Settings, events: int = 200_000, passes: in
     from flows.payments.config import FlowConfig
     from flows.payments.processor import PartitionProcessor
 
-    generator = PaymentsGenerator(
-        GeneratorConfig.from_settings(settings), seed=7, start=preload_start(), rate=PRELOAD_RATE
-    )
+    generator = preload_generator(settings)
     count = topic(PAYMENTS_TRANSACTIONS).partitions
     parts: dict[int, list] = {p: [] for p in range(count)}
     for event in itertools.islice(generator, events):
@@ -204,12 +216,7 @@ def preload(
     ``config`` (another population), ``start`` (another first event time) and ``rate``
     (events per second of event time) are for ``bench.state_bench``.
     """
-    generator = PaymentsGenerator(
-        config or GeneratorConfig.from_settings(settings),
-        seed=seed,
-        start=preload_start() if start is None else start,
-        rate=rate,
-    )
+    generator = preload_generator(settings, seed, config=config, start=start, rate=rate)
     producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
     began = time.monotonic()
     for i, event in enumerate(generator):
@@ -472,7 +479,7 @@ def throughput(
     )
     print(f"  baseline: {baseline.rate:,.0f} events/s ({base_s:.1f}s)", flush=True)
     delete_topics(settings, [SOURCE, ALERTS, DLQ, PROFILES])
-    kafka_admin.delete_groups(AdminClient(settings.kafka_client_config()), [group])
+    kafka_admin.delete_groups(kafka_admin.admin_client(settings), [group])
     return [*drains, baseline]
 
 

@@ -33,7 +33,7 @@ from typing import NoReturn
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from flows.kit.kafka_source import CLIENT_LOG, polled_consumer
+from flows.kit.kafka_source import CLIENT_LOG, close_polled, polled_consumer
 from flows.kit.metrics import FlowMetrics
 from flows.kit.records import Alert, DlqRecord
 from riverbed.kafka_admin import committed_offsets
@@ -457,8 +457,7 @@ class KafkaOutputs:
             self._open_since = None
             self._forget_pending()
         self._producer.flush(10)
-        self._group.poll(0)
-        self._group.close()
+        close_polled(self._group)
 
 
 class OutputsInAdvance:

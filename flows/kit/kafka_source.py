@@ -78,14 +78,20 @@ def polled_consumer(settings: Settings, **overrides: object) -> Consumer:
     return Consumer({**consumer_config(settings, **overrides), "logger": CLIENT_LOG})
 
 
+def close_polled(consumer: Consumer) -> None:
+    """Close a :func:`polled_consumer` that was only asked for metadata or offsets,
+    after handing its last log lines to the flow's log."""
+    consumer.poll(0)
+    consumer.close()
+
+
 def topic_partitions(settings: Settings, topic: str, timeout: float = 30.0) -> list[int]:
     """The topic's partitions, from the cluster (fails clearly if the topic is missing)."""
     consumer = polled_consumer(settings)
     try:
         meta = cluster_metadata(consumer, topic, timeout).topics.get(topic)
     finally:
-        consumer.poll(0)  # its log lines (see polled_consumer)
-        consumer.close()
+        close_polled(consumer)
     if meta is None or meta.error is not None or not meta.partitions:
         reason = meta.error if meta is not None else "not found"
         raise RuntimeError(

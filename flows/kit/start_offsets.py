@@ -22,7 +22,7 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
-from flows.kit.kafka_source import polled_consumer
+from flows.kit.kafka_source import close_polled, polled_consumer
 from riverbed import lake
 from riverbed.kafka_admin import committed_offsets
 from riverbed.settings import Settings
@@ -63,8 +63,7 @@ def resume_offsets(
             out[p] = max(start, low, 0)
         return out
     finally:
-        consumer.poll(0)  # its log lines (see polled_consumer)
-        consumer.close()
+        close_polled(consumer)
 
 
 def _warn_if_outputs_ahead(

@@ -87,8 +87,8 @@ class Stream:
                 status=self.status,
                 on_outage=self.committer.hold_kafka,
             )
-            # Its interval flush also runs at the partition sinks' ticks (a process
-            # reading no partition has none: its rows then wait for the next ones).
+            # Its interval flush also runs at the partition sinks' ticks (every worker
+            # reads a partition: open_stream refuses more workers than partitions).
             self.committer.on_tick(partition.flush_if_due)
             return partition
 

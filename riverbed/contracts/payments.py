@@ -156,10 +156,12 @@ def decode_transaction_at(raw: bytes | None, now_us: int | None) -> tuple[Transa
             raise decode_error(exc) from None
         return txn, check_rules(txn, now_us)
     # What the decoder could not check: blank ids, digits, cents, the event time.
-    if not (txn.transaction_id.strip() and txn.card_id.strip() and txn.merchant_id.strip()):
-        return txn, check_rules(txn, now_us)  # raises, naming the field
-    amount = txn.amount
-    if not txn.mcc.isdecimal() or abs(round(amount * 100) - amount * 100) > 1e-6:
+    cents = txn.amount * 100
+    if (
+        not (txn.transaction_id.strip() and txn.card_id.strip() and txn.merchant_id.strip())
+        or not txn.mcc.isdecimal()
+        or abs(round(cents) - cents) > 1e-6
+    ):
         return txn, check_rules(txn, now_us)  # raises, naming the field
     return txn, check_event_time(txn.event_time, now_us)
 
