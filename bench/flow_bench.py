@@ -154,7 +154,9 @@ def preload_generator(
     start: float | None = None,
     rate: float = PRELOAD_RATE,
 ) -> PaymentsGenerator:
-    """The generator of the pre-loaded traffic (see :func:`preload`)."""
+    """The generator of the pre-loaded traffic (see :func:`preload`): ``config`` another
+    population, ``start`` another first event time, ``rate`` events per second of event
+    time."""
     return PaymentsGenerator(
         config or GeneratorConfig.from_settings(settings),
         seed=seed,
@@ -198,25 +200,17 @@ def processor_us_per_event(settings: Settings, events: int = 200_000, passes: in
     return best / events * 1e6
 
 
-def preload(
-    settings: Settings,
-    events: int,
-    seed: int = 7,
-    *,
-    config: GeneratorConfig | None = None,
-    start: float | None = None,
-    rate: float = PRELOAD_RATE,
-) -> float:
+def preload(settings: Settings, events: int, generator: PaymentsGenerator | None = None) -> float:
     """Produce ``events`` generated transactions; seconds.
 
     The traffic ``riverbed produce`` makes with the settings' population (cards,
-    merchants, shares) at 200 events/s of event time from :func:`preload_start`. Each
-    message's Kafka timestamp is the generator's clock when it was made, as for a live
-    producer, so the flow's "not in the future" check sees what it would live.
-    ``config`` (another population), ``start`` (another first event time) and ``rate``
-    (events per second of event time) are for ``bench.state_bench``.
+    merchants, shares) at 200 events/s of event time from :func:`preload_start`, or
+    ``generator``'s (``bench.state_bench``: another population, first event time or
+    rate, from :func:`preload_generator`). Each message's Kafka timestamp is the
+    generator's clock when it was made, as for a live producer, so the flow's "not in
+    the future" check sees what it would live.
     """
-    generator = preload_generator(settings, seed, config=config, start=start, rate=rate)
+    generator = generator or preload_generator(settings)
     producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
     began = time.monotonic()
     for i, event in enumerate(generator):

@@ -70,6 +70,7 @@ from bench.flow_bench import (
     end_offsets,
     machine,
     preload,
+    preload_generator,
     preload_start,
     recreate_topics,
 )
@@ -305,7 +306,8 @@ def run_population(
         f"pre-loading {events:,} events",
         flush=True,
     )
-    print(f"  done in {preload(settings, events, config=config, rate=rate):.1f}s", flush=True)
+    seconds = preload(settings, events, preload_generator(settings, config=config, rate=rate))
+    print(f"  done in {seconds:.1f}s", flush=True)
     ends = end_offsets(settings, SOURCE)
     home = work / name
     flow_settings = bench_settings(settings, home, f"bench.state.{name}", log_level="DEBUG")
@@ -339,7 +341,9 @@ def run_population(
 
     # Restart: a small batch just after the pre-load's event time, on the same home.
     # The same seed: the same population (cards in the same cities); ids differ with start.
-    preload(settings, extra, config=config, start=newest + 1, rate=rate)
+    preload(
+        settings, extra, preload_generator(settings, config=config, start=newest + 1, rate=rate)
+    )
     ends = end_offsets(settings, SOURCE)
     log_start = log.stat().st_size
     wall = time.time()
