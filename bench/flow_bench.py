@@ -367,6 +367,9 @@ class Drain:
     events: int
     cpu_s: float | None = None  # CPU seconds of the contender's processes
     broker_cpu_s: float | None = None  # of the broker(s), over the same span
+    # Of cpu_s, each flow process's busiest thread (its Bytewax worker), summed.
+    busiest_cpu_s: float | None = None
+    bench_cpu_s: float | None = None  # of this benchmark's process, over the same span
 
     @property
     def rate(self) -> float:
@@ -393,20 +396,28 @@ def wait_drained(
 def lake_progress(lake_dir: Path, parts: list[int]) -> Callable[[], dict[int, int]]:
     """The next offset per partition the flow's Delta table says it holds.
 
-    One handle, caught up with the log at each call: opening the table anew every
-    0.1 s cost ~22 ms of CPU a time (measured), a fifth of a core taken from the flow
-    it measures; catching up costs ~1 ms.
+    Called every 0.1 s while the flow drains, on the cores the flow runs on, so it
+    reads the log only when it has a new commit: one handle (opening the table anew
+    cost ~22 ms of CPU a time), and a look for the next commit's file first (the Delta
+    protocol names commit N ``_delta_log/<N, 20 digits>.json``). Catching up and
+    reading six partitions' offsets costs 2-6 ms, most of a drain's ~0.4 s of this
+    benchmark's CPU before this check.
     """
     table = None
+    log_dir = lake.dataset_dir(lake_dir, "transactions") / "_delta_log"
+    offsets: dict[int, int] = {}
 
     def read() -> dict[int, int]:
-        nonlocal table
+        nonlocal table, offsets
         if table is None:
             if not lake.table_exists(lake_dir, "transactions"):
                 return {}
             table = lake.open_table(lake_dir, "transactions")
+        elif not (log_dir / f"{table.version() + 1:020d}.json").exists():
+            return offsets
         table.update_incremental()
-        return lake.stored_offsets(table, SOURCE, parts)
+        offsets = lake.stored_offsets(table, SOURCE, parts)
+        return offsets
 
     return read
 
@@ -450,7 +461,7 @@ def throughput(
         flush_interval_s=settings.flush_interval_s,
     )
     broker = BrokerCpu(settings)
-    bench_cpu = psutil.Process().cpu_times()
+    bench = BenchCpu()
     thread = threading.Thread(target=drain.run, daemon=True)
     thread.start()
     try:
@@ -461,10 +472,9 @@ def throughput(
             1800,
             thread.is_alive,
         )
-        after = psutil.Process().cpu_times()
         # The benchmark's own process: the baseline thread, its librdkafka and pyarrow
         # threads, and this waiting loop (a tenth of a second's sleep between checks).
-        cpu_s = after.user + after.system - bench_cpu.user - bench_cpu.system
+        cpu_s = bench.used()
     finally:
         drain.stop_event.set()
         thread.join(30)
@@ -502,6 +512,30 @@ class BrokerCpu:
         return self._total() - self._start if self._procs else None
 
 
+class BenchCpu:
+    """CPU seconds this benchmark's own process used since this was made: its checks of
+    the lake every tenth of a second and its metrics scrapes, which share the cores."""
+
+    def __init__(self) -> None:
+        self._start = self._total()
+
+    @staticmethod
+    def _total() -> float:
+        times = psutil.Process().cpu_times()
+        return times.user + times.system
+
+    def used(self) -> float:
+        return self._total() - self._start
+
+
+def busiest_thread_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of the process's busiest thread: for a flow process, the thread its
+    Bytewax worker runs on, which is what one process's speed is bound by; the rest of
+    its CPU (Parquet and Delta commits on the flush thread, librdkafka's and delta-rs's
+    threads) can run beside it on another core."""
+    return max((t.user_time + t.system_time for t in proc.threads()), default=0.0)
+
+
 def drain_with_flow(
     settings: Settings,
     ends: dict[int, int],
@@ -514,6 +548,7 @@ def drain_with_flow(
     ``profile``, each flow process is sampled by py-spy into ``profile-<i>.txt`` there."""
     began = time.monotonic()
     broker = BrokerCpu(settings)
+    bench = BenchCpu()
     procs = start_flow(settings, processes, log)
     watched = [psutil.Process(p.pid) for p in procs]
     samplers = []
@@ -535,7 +570,9 @@ def drain_with_flow(
         )
         seconds = time.monotonic() - began
         cpu_s = sum(t.user + t.system for t in (p.cpu_times() for p in watched))
+        busiest_cpu_s = sum(busiest_thread_cpu(p) for p in watched)
         broker_cpu_s = broker.used()
+        bench_cpu_s = bench.used()
     except RuntimeError:
         print(log.read_text()[-3000:], file=sys.stderr)
         raise
@@ -544,7 +581,9 @@ def drain_with_flow(
         stop(procs)
         for sampler in samplers:
             sampler.wait(60)  # py-spy writes its profile when the process ends
-    drain = Drain(name, seconds, sum(ends.values()), cpu_s, broker_cpu_s)
+    drain = Drain(
+        name, seconds, sum(ends.values()), cpu_s, broker_cpu_s, busiest_cpu_s, bench_cpu_s
+    )
     print(f"  {name}: {drain.rate:,.0f} events/s ({seconds:.1f}s)", flush=True)
     return drain
 
@@ -909,6 +948,23 @@ def _cpu(seconds: float | None, span: float) -> str:
     return "" if seconds is None else f"{seconds:.1f} ({seconds / span:.2f})"
 
 
+def _busy(drain: Drain) -> str:
+    """The share of the machine's cores busy with the contender, the broker and this
+    benchmark while it drained: near 1, a faster run needs less CPU, not more processes."""
+    parts = [drain.cpu_s, drain.broker_cpu_s, drain.bench_cpu_s]
+    if drain.cpu_s is None:
+        return ""
+    used = sum(p for p in parts if p is not None)
+    return f"{used / (drain.seconds * (os.cpu_count() or 1)):.2f}"
+
+
+_THROUGHPUT_HEADER = (
+    "| contender | seconds | events/s | / baseline | CPU s (cores) | busiest threads "
+    "| broker CPU s | benchmark CPU s | machine busy |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
 def report_throughput(
     settings: Settings,
     drains: list[Drain],
@@ -920,7 +976,9 @@ def report_throughput(
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = "\n".join(
         f"| {d.name} | {d.seconds:.1f} | {d.rate:,.0f} | {d.rate / baseline.rate:.2f} | "
-        f"{_cpu(d.cpu_s, d.seconds)} | {_cpu(d.broker_cpu_s, d.seconds)} |"
+        f"{_cpu(d.cpu_s, d.seconds)} | {_cpu(d.busiest_cpu_s, d.seconds)} | "
+        f"{_cpu(d.broker_cpu_s, d.seconds)} | {_cpu(d.bench_cpu_s, d.seconds)} | "
+        f"{_busy(d)} |"
         for d in drains
     )
     first = flows[0]
@@ -945,12 +1003,14 @@ def report_throughput(
   alerts in Kafka transactions and Delta commits included
 - baseline: one `confluent_kafka.Consumer`, msgspec decode, columns -> pyarrow Parquet
   every {settings.flush_rows:,} rows, commit after each file; nothing else
-- CPU: seconds of CPU (user + system) the contender's processes and the broker used while
-  it drained, and in brackets the average number of cores busy (the machine has
-  {os.cpu_count()})
+- CPU: seconds of CPU (user + system) the contender's processes, the broker and this
+  benchmark (its checks of the lake and metrics scrapes; the baseline runs inside it)
+  used while it drained, and in brackets the average number of cores busy; "busiest
+  threads": of the contender's CPU, each flow process's busiest thread (its Bytewax
+  worker, and in one process the start-up's imports), summed; "machine busy": all of
+  it over the {os.cpu_count()} cores
 
-| contender | seconds | events/s | / baseline | CPU s (cores) | broker CPU s (cores) |
-|---|---:|---:|---:|---:|---:|
+{_THROUGHPUT_HEADER}
 {rows}
 
 {"; ".join(ratios)}.
