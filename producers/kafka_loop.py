@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from riverbed.logs import KAFKA_CLIENT_LOG
 from riverbed.settings import Settings
 from riverbed.topics import PRODUCER_DEFAULTS
 
@@ -171,6 +172,9 @@ def counting_producer(
             "on_delivery": deliveries.on_delivery,
             "delivery.report.only.error": True,
             "error_cb": stop.on_client_error,
+            # librdkafka's lines (a broker down) as the producer's log lines, handed over
+            # in the polls the sending loop makes.
+            "logger": KAFKA_CLIENT_LOG,
         }
     )
     counts.in_flight = producer.__len__

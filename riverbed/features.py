@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, Producer
 from riverbed import lake
 from riverbed.contracts.payments import CardProfile, encode
 from riverbed.contracts.wire import rfc3339_instant
+from riverbed.logs import KAFKA_CLIENT_LOG
 from riverbed.settings import Settings
 from riverbed.topics import PAYMENTS_CARD_PROFILES, PRODUCER_DEFAULTS
 
@@ -187,14 +188,22 @@ def publish_card_profiles(
     return publish_keyed(settings, topic, messages, what="card profiles")
 
 
+def features_producer(settings: Settings) -> Producer:
+    """Riverbed's producer settings, its partitioner too: a keyed feature lands in the
+    partition number of its key's events (a card's transactions, a device's readings).
+    librdkafka's lines (a broker down) come out as Riverbed's log lines, in the poll and
+    flush the publisher makes anyway."""
+    return Producer(
+        {**settings.kafka_client_config(), **PRODUCER_DEFAULTS, "logger": KAFKA_CLIENT_LOG}
+    )
+
+
 def publish_keyed(
     settings: Settings, topic: str, messages: Iterable[tuple[str, bytes]], *, what: str
 ) -> Published:
     """Publish ``(key, value)`` messages to ``topic``; raises, naming ``what`` was being
     published, if any is not acknowledged within 60 s."""
-    # Riverbed's producer settings, its partitioner too: a keyed feature lands in the
-    # partition number of its key's events (a card's transactions, a device's readings).
-    producer = Producer({**settings.kafka_client_config(), **PRODUCER_DEFAULTS})
+    producer = features_producer(settings)
     failures: list[KafkaError] = []
 
     def delivered(err: KafkaError | None, _msg: object) -> None:

@@ -43,7 +43,7 @@ from confluent_kafka.admin import (
 )
 
 from riverbed.kafka_jars import KafkaJars, KafkaJarsError
-from riverbed.logs import LibrdkafkaLog
+from riverbed.logs import KAFKA_CLIENT_LOG, LibrdkafkaLog
 from riverbed.settings import Settings
 from riverbed.topics import CATALOG, TopicSpec
 
@@ -101,7 +101,10 @@ class TopicResult:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_client_config())
+    """An admin client whose librdkafka lines (a broker's connection refused) come out as
+    Riverbed's log lines, not raw ``%3|…`` lines in a Dagster or CLI log; they are handed
+    over at each metadata call (:func:`cluster_metadata` polls it)."""
+    return AdminClient({**settings.kafka_client_config(), "logger": KAFKA_CLIENT_LOG})
 
 
 def quiet_admin(settings: Settings) -> AdminClient:
@@ -142,6 +145,11 @@ def cluster_metadata(
             )
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
+        finally:
+            if isinstance(client, AdminClient):
+                # Its log lines are handed over in poll(); an admin client has nothing
+                # else to poll for. (A consumer's poll would read messages.)
+                client.poll(0)
 
 
 _PASSING_METADATA_ERRORS = {
@@ -309,7 +317,7 @@ def _wait_until_led(settings: Settings, names: list[str]) -> None:
         for name in names:
             _watermarks(consumer, name)
     finally:
-        consumer.close()
+        close_polled(consumer)
 
 
 def delete_topics(admin: AdminClient, names: Iterable[str], timeout: float = 60) -> list[str]:
@@ -551,9 +559,24 @@ def topic_drift(
 
 
 def _admin_consumer(settings: Settings, group: str = "riverbed.admin") -> Consumer:
+    """A consumer only asked for offsets (never assigned): close it with
+    :func:`close_polled`, which hands its log lines over."""
     return Consumer(
-        {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
+        {
+            **settings.kafka_client_config(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "logger": KAFKA_CLIENT_LOG,
+        }
     )
+
+
+def close_polled(consumer: Consumer) -> None:
+    """Close a consumer that was only asked for metadata or offsets (nothing assigned, so
+    ``poll`` reads no message), after handing its last librdkafka lines to its logger:
+    confluent-kafka hands them over in ``poll()``."""
+    consumer.poll(0)
+    consumer.close()
 
 
 def _watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
@@ -595,7 +618,7 @@ def high_watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]
     try:
         return _watermarks(consumer, topic)
     finally:
-        consumer.close()
+        close_polled(consumer)
 
 
 _PASSING_GROUP_ERRORS = {
@@ -667,4 +690,4 @@ def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
         committed = committed_offsets(consumer, topic, watermarks, timeout=TIMEOUT_S)
         return {p: max(0, high - committed.get(p, low)) for p, (low, high) in watermarks.items()}
     finally:
-        consumer.close()
+        close_polled(consumer)

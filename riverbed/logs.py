@@ -88,3 +88,8 @@ class LibrdkafkaLog:
         elif level == logging.WARNING and text.rstrip().endswith("retrying"):
             level = logging.INFO
         self._log.log(level, text)
+
+
+#: Where the Kafka clients Riverbed makes outside the flows (admin, lag and offsets
+#: readers, producers) put librdkafka's lines; a flow's clients use the flow's logger.
+KAFKA_CLIENT_LOG = LibrdkafkaLog("riverbed.kafka.client")

@@ -33,10 +33,10 @@ from typing import NoReturn
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from flows.kit.kafka_source import CLIENT_LOG, close_polled, polled_consumer
+from flows.kit.kafka_source import CLIENT_LOG, polled_consumer
 from flows.kit.metrics import FlowMetrics
 from flows.kit.records import Alert, DlqRecord
-from riverbed.kafka_admin import committed_offsets
+from riverbed.kafka_admin import close_polled, committed_offsets
 from riverbed.settings import Settings
 
 log = logging.getLogger("riverbed.flow.kafka")

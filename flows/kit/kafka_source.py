@@ -33,7 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from flows.kit import shutdown
 from flows.kit.records import RawRecord, SourceBatch
-from riverbed.kafka_admin import cluster_metadata
+from riverbed.kafka_admin import close_polled, cluster_metadata
 from riverbed.logs import LibrdkafkaLog
 from riverbed.settings import Settings
 
@@ -76,13 +76,6 @@ def polled_consumer(settings: Settings, **overrides: object) -> Consumer:
     lines on stderr. confluent-kafka hands them over in ``poll()``: a consumer that is
     only asked for metadata or offsets is polled with ``poll(0)`` after its calls."""
     return Consumer({**consumer_config(settings, **overrides), "logger": CLIENT_LOG})
-
-
-def close_polled(consumer: Consumer) -> None:
-    """Close a :func:`polled_consumer` that was only asked for metadata or offsets,
-    after handing its last log lines to the flow's log."""
-    consumer.poll(0)
-    consumer.close()
 
 
 def topic_partitions(settings: Settings, topic: str, timeout: float = 30.0) -> list[int]:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
-from flows.kit.kafka_source import close_polled, polled_consumer
+from flows.kit.kafka_source import polled_consumer
 from riverbed import lake
-from riverbed.kafka_admin import committed_offsets
+from riverbed.kafka_admin import close_polled, committed_offsets
 from riverbed.settings import Settings
 
 FILE_NAME = "start-offsets.json"
