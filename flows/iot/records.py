@@ -231,3 +231,6 @@ class IotOutput:
     batch: ProcessedBatch
     windows: list[DeviceWindowRow]
     rooms: RoomInput | None
+    # The partition is caught up and quiet: ``windows`` holds every open window as it
+    # stands (an idle flush), and no more rows are expected from it soon.
+    idle: bool = False

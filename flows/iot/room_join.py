@@ -78,6 +78,10 @@ class RoomJoin:
             lowest = min(lowest, wm)
         return lowest
 
+    def all_idle(self) -> bool:
+        """Every partition has said it is idle: every pending anchor was joined."""
+        return all(self.idle.get(p) for p in self.partitions)
+
     def on_input(self, msg: RoomInput) -> list[RoomStateRow]:
         wm = self.watermarks.get(msg.partition)
         if msg.watermark_us is not None and (wm is None or msg.watermark_us > wm):

@@ -24,7 +24,7 @@ from flows.iot.flow import device_window, room_state
 from flows.kit.lake_commits import LakeCommitter
 from flows.kit.lake_sink import LakePartitionedSink, LakePartitionSink
 from flows.kit.records import SourceBatch
-from flows.kit.upsert_sink import UpsertSink, UpsertSinkPartition
+from flows.kit.upsert_sink import Settled, UpsertSink, UpsertSinkPartition
 from riverbed import lake
 from tests.support.batch_source import BatchSource
 from tests.support.iot_recording import (
@@ -152,3 +152,56 @@ def test_the_iot_flow_lands_readings_windows_rooms_and_anomalies(
     assert not by_rule["baseline"], "no device has a baseline in this test"
     lake_anomalies = con.sql(f"select count(*) from {scan('anomalies')}").fetchall()
     assert lake_anomalies == [(len(anomalies),)]
+
+
+def test_the_rows_before_a_quiet_spell_are_marked_to_be_written_at_once(tmp_path: Path) -> None:
+    """An idle partition's device windows, and the room rows joined once every partition
+    is idle, reach their upsert sinks as Settled (written at once, not at the end of the
+    flush interval); the rows of the busy stream before do not."""
+    messages, _planted = recording(T0)
+    batches, _parts = as_batches(messages, 97)
+    seen: dict[str, list[bool]] = {"device_window": [], "room_state": []}
+
+    def recording_upserts(target):
+        class Recording(UpsertSinkPartition):
+            def write_batch(self, values: list) -> None:
+                seen[target.dataset].extend(isinstance(v, Settled) for v in values)
+                super().write_batch(values)
+
+        return UpsertSink(
+            target.dataset,
+            lambda: Recording(target, lake_dir=tmp_path, flush_interval_s=60, status=None),
+        )
+
+    committer = LakeCommitter(tmp_path, TOPIC, SPEC.datasets)
+    flow = build_flow(
+        config=CONFIG,
+        partitions=list(range(PARTITIONS)),
+        source=BatchSource(TOPIC, batches),
+        partition_sink=LakePartitionedSink(
+            topic=TOPIC,
+            partitions=list(range(PARTITIONS)),
+            make_partition=lambda p: LakePartitionSink(
+                committer=committer,
+                topic=TOPIC,
+                partition=p,
+                outputs=RecordingOutputs(),
+                flush_interval_s=60,
+                flush_rows=3000,
+                status=None,
+            ),
+        ),
+        window_sink=recording_upserts(device_window(TOPIC)),
+        room_sink=recording_upserts(room_state(TOPIC)),
+    )
+    run_main(flow)
+
+    windows, rooms = seen["device_window"], seen["room_state"]
+    # The input ends with one idle batch per partition, each flushing what its open
+    # windows hold (when they hold something new): at most one Settled per partition,
+    # and the windows closed while the stream was busy are not.
+    assert 1 <= sum(windows) <= PARTITIONS
+    assert len(windows) > PARTITIONS
+    # The partitions go idle one after another; only the last one makes them all idle.
+    assert rooms[-1] is True, "the join's last rows, once every partition is idle"
+    assert sum(rooms) == 1
