@@ -47,12 +47,17 @@ from pathlib import Path
 
 import confluent_kafka
 import psutil
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from producers.kafka_loop import PRODUCER_DEFAULTS
 from producers.payments import GeneratorConfig, PaymentsGenerator, produce_payments
 from riverbed.broker import listening_pids
-from riverbed.kafka_admin import cluster_size, declared_configs, declared_replication
+from riverbed.kafka_admin import (
+    admin_client,
+    cluster_size,
+    declared_configs,
+    declared_replication,
+)
 from riverbed.settings import Settings, load_settings
 from riverbed.topics import PAYMENTS_TRANSACTIONS, topic
 
@@ -154,7 +159,7 @@ def mean_message_size(settings: Settings, sample: int = 20_000) -> int:
 @contextmanager
 def bench_topics(settings: Settings, names: list[str]) -> Iterator[list[str]]:
     """Fresh topics shaped like payments.transactions, deleted afterwards."""
-    admin = AdminClient(settings.kafka_client_config())
+    admin = admin_client(settings)
     spec = topic(PAYMENTS_TRANSACTIONS)
     # As declared: on three brokers, replication 3 and min.insync.replicas 2, so that
     # acks=all waits for the followers as it does on payments.transactions.

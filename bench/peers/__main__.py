@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import confluent_kafka
-from confluent_kafka.admin import AdminClient
 
 from bench.flow_bench import (
     ALERTS,
@@ -45,6 +44,7 @@ from bench.peers.input import labelled_input, read_back
 from bench.peers.oracle import LATENESS_MS, Rule, Scope, Semantics, oracle_windows
 from bench.peers.report import Judged, best, judge, section
 from bench.peers.venvs import PATHWAY, QUIX, ensure_venv
+from riverbed.kafka_admin import admin_client, cluster_metadata
 from riverbed.settings import Settings, load_settings
 
 CONTENDERS = ("bare", "riverbed", "quix", "pathway-cutoff", "pathway-all")
@@ -165,8 +165,8 @@ def _runners(
 def _peer_topics(settings: Settings) -> list[str]:
     """The topics the peers made for themselves (Quix's DLQ, repartition, changelogs)."""
     with contextlib.suppress(confluent_kafka.KafkaException):
-        admin = AdminClient(settings.kafka_client_config())
-        return [n for n in admin.list_topics(timeout=30).topics if "bench.peers." in n]
+        metadata = cluster_metadata(admin_client(settings))
+        return [n for n in metadata.topics if "bench.peers." in n]
     return []
 
 

@@ -36,7 +36,6 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from bench.flow_bench import (
     ALERTS,
@@ -55,6 +54,7 @@ from bench.flow_bench import (
 )
 from bench.peers.oracle import Aggregate, InputEvent, WindowKey
 from riverbed import lake
+from riverbed.kafka_admin import admin_client, cluster_metadata
 from riverbed.settings import Settings
 
 QUIET_S = 10.0
@@ -203,8 +203,7 @@ def run_quix(
 
 
 def _repartition_topics(settings: Settings, group: str) -> list[str]:
-    admin = AdminClient(settings.kafka_client_config())
-    names = admin.list_topics(timeout=30).topics
+    names = cluster_metadata(admin_client(settings)).topics
     return sorted(n for n in names if n.startswith("repartition__") and group in n)
 
 
