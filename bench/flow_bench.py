@@ -15,10 +15,12 @@ batches columns and writes a Parquet file every ``flush_rows`` rows with pyarrow
 is events / seconds from launch until the data is durable to the end of the topic:
 for the flow, until its Delta table's application transactions reach the end offsets;
 for the baseline, until its group offsets (committed after each file) do. Beside each
-figure, the CPU seconds the contender and the broker used (the machine's cores bound
-what a second process can add). Goals (issue 12): one flow process >= 0.8x the
-baseline's events/s; two processes >= 1.6x one. ``--profile DIR`` samples every flow
-process with py-spy (:mod:`bench.profiling`) and appends the top entries.
+figure, the CPU seconds the contender, its processes' busiest threads (the workers),
+the broker and this benchmark used, and how busy that kept the machine: one process
+is bound by its worker thread, two by the machine's cores. Goals (issue 12): one flow
+process >= 0.8x the baseline's events/s; two processes >= 1.6x one. ``--profile DIR``
+samples every flow process with py-spy (:mod:`bench.profiling`) and appends the top
+entries.
 
 latency: produce at a steady ``--rate`` for ``--seconds`` (event times follow the
 wall clock) and measure, per message, produce -> alert on the alerts topic and
