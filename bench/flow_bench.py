@@ -80,6 +80,7 @@ from flows.payments import (
 from producers.kafka_loop import PRODUCER_DEFAULTS, produce_when_room
 from producers.payments import GeneratorConfig, PaymentsGenerator
 from riverbed import features, kafka_admin, lake
+from riverbed.broker import listening_pids
 from riverbed.contracts.payments import Transaction
 from riverbed.kafka_admin import cluster_size, declared_configs, declared_replication
 from riverbed.settings import Settings, load_settings
@@ -462,8 +463,8 @@ def throughput(
         flush_rows=settings.flush_rows,
         flush_interval_s=settings.flush_interval_s,
     )
-    broker = BrokerCpu(settings)
-    bench = BenchCpu()
+    broker = broker_cpu(settings)
+    bench = bench_cpu()
     thread = threading.Thread(target=drain.run, daemon=True)
     thread.start()
     try:
@@ -489,17 +490,12 @@ def throughput(
     return [*drains, baseline]
 
 
-class BrokerCpu:
-    """CPU seconds the local broker(s) used since this was made (None: not on this host)."""
+class CpuUsed:
+    """CPU seconds (user + system) some processes used since this was made (None: no
+    process to watch)."""
 
-    def __init__(self, settings: Settings) -> None:
-        ports = {int(server.rsplit(":", 1)[1]) for server in settings.bootstrap_servers.split(",")}
-        pids = {
-            c.pid
-            for c in psutil.net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr.port in ports and c.pid
-        }
-        self._procs = [psutil.Process(pid) for pid in pids]
+    def __init__(self, procs: list[psutil.Process]) -> None:
+        self._procs = procs
         self._start = self._total()
 
     def _total(self) -> float:
@@ -514,20 +510,17 @@ class BrokerCpu:
         return self._total() - self._start if self._procs else None
 
 
-class BenchCpu:
-    """CPU seconds this benchmark's own process used since this was made: its checks of
-    the lake every tenth of a second and its metrics scrapes, which share the cores."""
+def broker_cpu(settings: Settings) -> CpuUsed:
+    """The local broker(s)' CPU from now on (None used: not on this host)."""
+    ports = {int(server.rsplit(":", 1)[1]) for server in settings.bootstrap_servers.split(",")}
+    return CpuUsed([psutil.Process(pid) for pid in listening_pids(ports)])
 
-    def __init__(self) -> None:
-        self._start = self._total()
 
-    @staticmethod
-    def _total() -> float:
-        times = psutil.Process().cpu_times()
-        return times.user + times.system
-
-    def used(self) -> float:
-        return self._total() - self._start
+def bench_cpu() -> CpuUsed:
+    """This benchmark's own CPU from now on: its checks of the lake every tenth of a
+    second and its metrics scrapes, which share the cores (and the baseline, which runs
+    in it)."""
+    return CpuUsed([psutil.Process()])
 
 
 def busiest_thread_cpu(proc: psutil.Process) -> float:
@@ -549,8 +542,8 @@ def drain_with_flow(
     """The flow, launched and run until its lake holds the topic to ``ends``; with
     ``profile``, each flow process is sampled by py-spy into ``profile-<i>.txt`` there."""
     began = time.monotonic()
-    broker = BrokerCpu(settings)
-    bench = BenchCpu()
+    broker = broker_cpu(settings)
+    bench = bench_cpu()
     procs = start_flow(settings, processes, log)
     watched = [psutil.Process(p.pid) for p in procs]
     samplers = []
@@ -953,10 +946,9 @@ def _cpu(seconds: float | None, span: float) -> str:
 def _busy(drain: Drain) -> str:
     """The share of the machine's cores busy with the contender, the broker and this
     benchmark while it drained: near 1, a faster run needs less CPU, not more processes."""
-    parts = [drain.cpu_s, drain.broker_cpu_s, drain.bench_cpu_s]
     if drain.cpu_s is None:
         return ""
-    used = sum(p for p in parts if p is not None)
+    used = drain.cpu_s + (drain.broker_cpu_s or 0.0) + (drain.bench_cpu_s or 0.0)
     return f"{used / (drain.seconds * (os.cpu_count() or 1)):.2f}"
 
 

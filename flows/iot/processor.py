@@ -237,7 +237,7 @@ class DeviceProcessor:
             backlog=batch.backlog,
         )
         room = RoomInput(self.partition, joined, windows.watermark_us, batch.idle)
-        return IotOutput(processed, window_rows, room, batch.idle)
+        return IotOutput(processed, window_rows, room)
 
     def _check(
         self,

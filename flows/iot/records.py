@@ -231,6 +231,9 @@ class IotOutput:
     batch: ProcessedBatch
     windows: list[DeviceWindowRow]
     rooms: RoomInput | None
-    # The partition is caught up and quiet: ``windows`` holds every open window as it
-    # stands (an idle flush), and no more rows are expected from it soon.
-    idle: bool = False
+
+    @property
+    def idle(self) -> bool:
+        """The partition is caught up and quiet: ``windows`` holds every open window as it
+        stands (an idle flush), and no more rows are expected from it soon."""
+        return self.rooms is not None and self.rooms.idle
